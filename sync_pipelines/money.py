@@ -81,3 +81,8 @@ def dumps(obj: Any, **kwargs: Any) -> str:
     token = "@dec" + secrets.token_hex(6) + "@"
     text = json.dumps(_replace_decimals(obj, token), **kwargs)
     return re.sub('"' + re.escape(token) + r'(-?[0-9]+(?:\.[0-9]+)?)' + re.escape(token) + '"', r"\1", text)
+
+
+def hours_from_centi(centi: int) -> Decimal:
+    """Centihours (the engine's exact unit for hours) as Decimal hours with 2 dp."""
+    return Decimal(int(centi)).scaleb(-2).quantize(Decimal("0.01"))

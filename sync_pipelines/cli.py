@@ -1,0 +1,132 @@
+"""`sync-pipelines`: the command line (DESIGN §10).
+
+    sync-pipelines sandbox serve --fixture FILE [--host 127.0.0.1 --port N] [--state-file FILE]
+    sync-pipelines sandbox generate --clients N --entries M --seed S [--month YYYY-MM] --out FILE [--rules-out FILE]
+    sync-pipelines rules check FILE
+    sync-pipelines bill --month YYYY-MM [--client KEY] [--dry-run --out DIR] [--json]
+    sync-pipelines ledger status [--month YYYY-MM] [--client KEY]
+    sync-pipelines demo [--dir .demo] [--ui]
+
+`bill` exits 0 when every invoice is posted or already posted, 3 when the run completed but
+some invoices are held (or drifted), 1 on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+
+def _month(value: str) -> str:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM, got {value!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sync-pipelines", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sandbox = sub.add_parser("sandbox", help="local simulator of Harvest, HubSpot and QuickBooks")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    serve = sandbox_sub.add_parser("serve", help="serve a fixture on the APIs' real paths")
+    serve.add_argument("--fixture", required=True, type=Path)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--state-file", type=Path, default=None,
+                       help="load state from here if it exists and save every change to it")
+    gen = sandbox_sub.add_parser("generate", help="write a realistic fixture (deterministic for a seed)")
+    gen.add_argument("--clients", type=int, required=True)
+    gen.add_argument("--entries", type=int, required=True)
+    gen.add_argument("--seed", type=int, required=True)
+    gen.add_argument("--month", type=_month, default=None, help="billing month of most entries (default: last month)")
+    gen.add_argument("--out", type=Path, default=Path("fixture.json"))
+    gen.add_argument("--rules-out", type=Path, default=None, help="also write a matching billing_rules.yaml here")
+
+    rules = sub.add_parser("rules", help="billing rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate a rules file; lists every problem by path")
+    check.add_argument("file", type=Path)
+
+    bill = sub.add_parser("bill", help="bill a month through the Dagster assets (runs show in the UI)")
+    bill.add_argument("--month", type=_month, required=True)
+    bill.add_argument("--client", default=None, help="only this client key")
+    bill.add_argument("--dry-run", action="store_true", help="price only; post nothing")
+    bill.add_argument("--out", type=Path, default=None, help="with --dry-run: write payloads, lines and a diff here")
+    bill.add_argument("--json", action="store_true", help="print a JSON summary instead of the text listing")
+
+    ledger = sub.add_parser("ledger", help="the sync ledger")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    status = ledger_sub.add_parser("status", help="invoices by state: pending, failed, held, drift, posted")
+    status.add_argument("--month", type=_month, default=None)
+    status.add_argument("--client", default=None)
+
+    demo = sub.add_parser("demo", help="generate data, serve the sandbox, bill last month, print the invoices")
+    demo.add_argument("--dir", type=Path, default=Path(".demo"))
+    demo.add_argument("--month", type=_month, default=None, help="default: the previous complete month")
+    demo.add_argument("--ui", action="store_true", help="then keep the sandbox and the Dagster UI running")
+    demo.add_argument("--port", type=int, default=8765, help="sandbox port")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sandbox":
+        from sync_pipelines.sandbox import cli as sandbox_cli
+
+        if args.sandbox_command == "serve":
+            sandbox_cli.serve_main(args.fixture, args.host, args.port, args.state_file)
+            return 0
+        month = args.month or _previous_month()
+        sandbox_cli.generate_main(args.clients, args.entries, args.seed, month, args.out, args.rules_out)
+        return 0
+
+    if args.command == "rules":
+        from sync_pipelines.billing.rules import check_rules_file
+
+        problems = check_rules_file(args.file)
+        if problems:
+            print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
+            for p in problems:
+                print(f"  {p}", file=sys.stderr)
+            return 1
+        print(f"{args.file}: OK")
+        return 0
+
+    if args.command == "bill":
+        from sync_pipelines.billing_runs import bill_month, print_run, run_summary_json
+
+        if args.out is not None and not args.dry_run:
+            print("error: --out goes with --dry-run", file=sys.stderr)
+            return 2
+        run = bill_month(args.month, client=args.client, dry_run=args.dry_run, out_dir=args.out)
+        if args.json:
+            print(run_summary_json(run))
+        else:
+            print_run(run, dry_run=args.dry_run)
+            if args.out is not None:
+                print(f"Dry-run payloads, lines and diff written to {args.out}")
+        return run.exit_code
+
+    if args.command == "ledger":
+        from sync_pipelines.ledger_status import print_status
+
+        return print_status(month=args.month, client=args.client)
+
+    if args.command == "demo":
+        from sync_pipelines.demo import run_demo
+
+        return run_demo(args.dir, month=args.month, ui=args.ui, port=args.port)
+    return 2
+
+
+def _previous_month() -> str:
+    from sync_pipelines.demo import previous_month
+
+    return previous_month()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

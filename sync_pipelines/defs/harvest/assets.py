@@ -1,0 +1,44 @@
+import dagster as dg
+import pandas as pd
+
+from sync_pipelines import money
+from sync_pipelines.defs.partitions import month_bounds, monthly
+from sync_pipelines.defs.quarantine import keep_rejected
+from sync_pipelines.defs.resources import HarvestResource
+from sync_pipelines.extract.frames import rejected_frame, time_entries_frame
+
+EXTRACT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+@dg.asset(
+    partitions_def=monthly,
+    group_name="extract",
+    kinds={"harvest", "pandas"},
+    retry_policy=EXTRACT_RETRY,
+    code_version="1",
+)
+def harvest_time_entries(context: dg.AssetExecutionContext, harvest: HarvestResource) -> dg.Output[pd.DataFrame]:
+    """Every Harvest time entry whose spent date falls in the month, for all clients.
+
+    Billable or not, running or not: the billing step decides what can be billed and reports
+    the rest with a reason, so no hour disappears here. Hours are kept exactly as Harvest sent
+    them. Records Harvest sent malformed are quarantined (see the `quarantine_file` metadata).
+    """
+    period = context.partition_key
+    first, last = month_bounds(period)
+    with harvest.client() as client:
+        fetched = client.list_time_entries(first, last)
+    frame = time_entries_frame(fetched.records)
+    meta = keep_rejected(context, "harvest", period, rejected_frame(fetched.rejected))
+    hours = frame["hours_centi"].sum() if len(frame) else 0
+    billable = frame.loc[frame["billable"], "hours_centi"].sum() if len(frame) else 0
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(frame)),
+            "hours": dg.MetadataValue.text(str(money.hours_from_centi(hours))),
+            "billable_hours": dg.MetadataValue.text(str(money.hours_from_centi(billable))),
+            "harvest_clients": dg.MetadataValue.int(int(frame["client_id"].nunique()) if len(frame) else 0),
+            **meta,
+        },
+    )

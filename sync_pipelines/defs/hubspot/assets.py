@@ -1,0 +1,38 @@
+import dagster as dg
+import pandas as pd
+
+from sync_pipelines.defs.harvest.assets import EXTRACT_RETRY
+from sync_pipelines.defs.partitions import monthly
+from sync_pipelines.defs.quarantine import keep_rejected
+from sync_pipelines.defs.resources import HubSpotResource
+from sync_pipelines.extract.frames import DEAL_PROPERTIES, deals_frame, rejected_frame
+
+
+@dg.asset(
+    partitions_def=monthly,
+    group_name="extract",
+    kinds={"hubspot", "pandas"},
+    retry_policy=EXTRACT_RETRY,
+    code_version="1",
+)
+def hubspot_deals(context: dg.AssetExecutionContext, hubspot: HubSpotResource) -> dg.Output[pd.DataFrame]:
+    """HubSpot deals as they stood when the month was extracted, with their billing properties.
+
+    A deal linked to a Harvest project (`harvest_project_id`) can override that project's
+    billing: `billing_hourly_rate`, `billing_discount_percent`, `billing_not_to_exceed`,
+    `po_number`. Each deal's primary company is attached so the invoice can be matched to it.
+    """
+    with hubspot.client() as client:
+        fetched = client.list_deals(DEAL_PROPERTIES)
+        company_ids = client.deal_company_ids([d.id for d in fetched.records]) if fetched.records else {}
+    frame = deals_frame(fetched.records, company_ids)
+    meta = keep_rejected(context, "hubspot", context.partition_key, rejected_frame(fetched.rejected))
+    linked = int(frame["harvest_project_id"].notna().sum()) if len(frame) else 0
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(frame)),
+            "deals_linked_to_harvest_projects": dg.MetadataValue.int(linked),
+            **meta,
+        },
+    )

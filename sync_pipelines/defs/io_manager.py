@@ -1,0 +1,71 @@
+"""Asset storage: DataFrames as Parquet, everything else as exact JSON.
+
+Dagster's default IO manager pickles, which breaks across pandas upgrades and cannot be opened by
+a finance lead (reference/dagster-notes.md P12). Parquet keeps Decimal columns exact (decimal128)
+and is readable by any tool; non-frame values (the rules snapshot) are JSON written with
+`money.dumps` so amounts keep their digits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from sync_pipelines import money
+
+
+def _partition_parts(context: dg.OutputContext | dg.InputContext) -> list[str]:
+    if not context.has_asset_partitions:
+        return []
+    key = context.asset_partition_key
+    if isinstance(key, dg.MultiPartitionKey):
+        return [f"{dim}={value}" for dim, value in sorted(key.keys_by_dimension.items())]
+    return [str(key)]
+
+
+class BillingStoreIOManager(dg.ConfigurableIOManager):
+    """Stores each asset partition under ``base_dir/<asset>/<partition>.{parquet,json}``."""
+
+    base_dir: str
+
+    def _stem(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        path = Path(self.base_dir, *context.asset_key.path, *_partition_parts(context))
+        return path
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        stem = self._stem(context)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, pd.DataFrame):
+            target, data = stem.with_suffix(".parquet"), None
+            tmp = target.with_suffix(".parquet.tmp")
+            obj.to_parquet(tmp, index=False)
+            stale = stem.with_suffix(".json")
+        else:
+            target = stem.with_suffix(".json")
+            data = money.dumps(obj, sort_keys=True, indent=1)
+            tmp = target.with_suffix(".json.tmp")
+            tmp.write_text(data)
+            stale = stem.with_suffix(".parquet")
+        # Atomic replace: a crash mid-write never leaves a half file for the next step to read.
+        os.replace(tmp, target)
+        if stale.exists():
+            stale.unlink()
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(target))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        stem = self._stem(context)
+        parquet, js = stem.with_suffix(".parquet"), stem.with_suffix(".json")
+        if parquet.exists():
+            return pd.read_parquet(parquet)
+        if js.exists():
+            return money.loads(js.read_text())
+        raise FileNotFoundError(
+            f"no stored value for {context.asset_key.to_user_string()} partition "
+            f"{'/'.join(_partition_parts(context)) or '(unpartitioned)'}: materialise it first"
+        )

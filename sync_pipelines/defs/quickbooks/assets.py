@@ -1,0 +1,136 @@
+import dagster as dg
+import pandas as pd
+
+from sync_pipelines import money
+from sync_pipelines.connectors.http import FetchResult
+from sync_pipelines.connectors.quickbooks import quote
+from sync_pipelines.defs.harvest.assets import EXTRACT_RETRY
+from sync_pipelines.defs.partitions import client_months, month_bounds, monthly
+from sync_pipelines.defs.quarantine import keep_rejected
+from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
+from sync_pipelines.extract.frames import catalog_frame, rejected_frame
+from sync_pipelines.posting.drafts import posting_drafts
+from sync_pipelines.posting.invoices import FAILED, HELD, post_drafts
+
+EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
+                            "balance", "private_note"]
+
+
+@dg.asset(
+    partitions_def=monthly,
+    group_name="extract",
+    kinds={"quickbooks", "pandas"},
+    retry_policy=EXTRACT_RETRY,
+    code_version="1",
+)
+def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
+    """QuickBooks customers, items, classes and terms, inactive ones included.
+
+    Invoices reference these by name in the billing rules (`qbo_customer`, `qbo.item`,
+    `qbo.class`, `qbo.terms`); a name that is not here holds the invoice instead of guessing.
+    Inactive customers are listed because they still own their name in QuickBooks.
+    """
+    with quickbooks.client() as client:
+        parts: dict[str, FetchResult] = {e: client.list_entities(e) for e in ("Customer", "Item", "Class", "Term")}
+    frame = catalog_frame(parts["Customer"].records, parts["Item"].records, parts["Class"].records, parts["Term"].records)
+    rejected = [r for p in parts.values() for r in p.rejected]
+    meta = keep_rejected(context, "quickbooks", context.partition_key, rejected_frame(rejected))
+    counts = frame["entity"].value_counts().to_dict() if len(frame) else {}
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(frame)),
+            **{f"{entity.lower()}_count": dg.MetadataValue.int(int(counts.get(entity, 0)))
+               for entity in ("Customer", "Item", "Class", "Term")},
+            **meta,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=monthly,
+    group_name="extract",
+    kinds={"quickbooks", "pandas"},
+    retry_policy=EXTRACT_RETRY,
+    code_version="1",
+)
+def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
+    """Invoices already in QuickBooks dated in the month, whoever created them.
+
+    The reconciliation report compares these with what the ledger posted, so an invoice keyed
+    in by hand for a client we also bill shows up before the client gets two.
+    """
+    first, last = month_bounds(context.partition_key)
+    with quickbooks.client() as client:
+        rows = client.query_all("Invoice", f"TxnDate >= {quote(first.isoformat())} AND TxnDate <= {quote(last.isoformat())}")
+    records = [
+        {
+            "qbo_id": str(r.get("Id")),
+            "doc_number": r.get("DocNumber"),
+            "customer_id": str((r.get("CustomerRef") or {}).get("value")),
+            "customer_name": (r.get("CustomerRef") or {}).get("name"),
+            "txn_date": r.get("TxnDate"),
+            "total": str(money.to_decimal(r.get("TotalAmt", 0), what="TotalAmt")),
+            "balance": str(money.to_decimal(r.get("Balance", 0), what="Balance")),
+            "private_note": r.get("PrivateNote"),
+        }
+        for r in rows
+    ]
+    frame = pd.DataFrame(records, columns=EXISTING_INVOICE_COLUMNS, dtype=object)
+    return dg.Output(frame, metadata={"dagster/row_count": dg.MetadataValue.int(len(frame))})
+
+
+@dg.asset(
+    partitions_def=client_months,
+    group_name="posting",
+    kinds={"quickbooks"},
+    ins={"invoice_drafts": dg.AssetIn()},
+    # Posting is idempotent (ledger row before the call, requestid = key, DocNumber lookup on
+    # resume), so a retried step can never create a second invoice.
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    pool="quickbooks",
+    code_version="1",
+)
+def qbo_invoices(
+    context: dg.AssetExecutionContext,
+    invoice_drafts: dict,
+    quickbooks: QuickBooksResource,
+    ledger: LedgerResource,
+) -> dg.Output[pd.DataFrame]:
+    """The client's invoices for the month, created in QuickBooks exactly once.
+
+    For each draft: the customer is found or created, the ledger records the exact payload
+    before QuickBooks is called, the call carries the invoice key as `requestid`, and QuickBooks'
+    TotalAmt is checked against ours. Re-running is always safe: an invoice already posted with
+    the same content is skipped, one whose inputs changed since is reported as drift and never
+    re-posted, and a held invoice is recorded with its reasons and never partly sent.
+    """
+    drafts = posting_drafts(invoice_drafts)
+    with quickbooks.client() as client:
+        outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(), home_currency=invoice_drafts["home_currency"])
+    frame = pd.DataFrame([o.as_row() for o in outcomes],
+                         columns=["invoice_key", "client_key", "period", "group_key", "outcome", "currency",
+                                  "expected_total", "qbo_total", "total_matches", "qbo_id", "doc_number", "reasons"])
+    counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
+    for o in outcomes:
+        if o.outcome == HELD:
+            context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
+    failed = [o for o in outcomes if o.outcome == FAILED]
+    if failed:
+        # QuickBooks stayed unavailable through the connector's retries: fail the step so the
+        # retry policy (and then the operator) re-runs it; the ledger already knows each key.
+        raise dg.Failure(
+            description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
+            + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
+        )
+    return dg.Output(
+        frame,
+        metadata={
+            "invoices": dg.MetadataValue.int(len(frame)),
+            **{f"outcome_{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())},
+            "posted_total": dg.MetadataValue.text(
+                str(sum((o.qbo_total or 0) for o in outcomes if o.outcome in ("posted", "already_posted", "recovered")))
+            ),
+            "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
+        },
+    )

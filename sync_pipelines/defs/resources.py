@@ -1,0 +1,167 @@
+"""Resources: one typed ConfigurableResource per external system, plus the ledger and the rules.
+
+Secrets arrive as ``dg.EnvVar`` so the code location loads with none set and the UI shows only
+their names; a run that needs a missing one fails at resource init, naming the variable. Base
+URLs are plain settings with the production defaults (DESIGN §8), so pointing a resource at the
+sandbox is just a different base URL.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import dagster as dg
+
+from sync_pipelines import config
+from sync_pipelines.billing.rules import RulesFile, load_rules
+from sync_pipelines.connectors.harvest import HarvestClient
+from sync_pipelines.connectors.hubspot import HubSpotClient
+from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
+from sync_pipelines.ledger import Ledger
+
+_ledgers: dict[str, Ledger] = {}
+_ledgers_lock = threading.Lock()
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The sync ledger: invoices posted, entries billed, OAuth tokens, the API audit trail.
+
+    ``url`` empty means ``SYNC_DATABASE_URL``, else a SQLite file under ``DAGSTER_HOME``.
+    """
+
+    url: str = ""
+
+    def open(self) -> Ledger:
+        url = self.url or config.ledger_url()
+        # One migrated Ledger per URL per process: migrations run once, engines are pooled.
+        with _ledgers_lock:
+            if url not in _ledgers:
+                ledger = Ledger(url)
+                ledger.migrate()
+                _ledgers[url] = ledger
+            return _ledgers[url]
+
+
+class RulesResource(dg.ConfigurableResource):
+    """The billing rules file (``SYNC_RULES_FILE``); validated whole on every load."""
+
+    path: str = ""
+
+    def resolved_path(self) -> str:
+        return self.path or str(config.rules_file())
+
+    def load(self) -> RulesFile:
+        return load_rules(self.resolved_path())
+
+
+class HarvestResource(dg.ConfigurableResource):
+    """Harvest API v2 (time entries). Paginates by ``links.next``; 100 requests per 15 s."""
+
+    base_url: str
+    account_id: str
+    access_token: str
+    timeout_seconds: float = 30.0
+    ledger: LedgerResource
+
+    @contextmanager
+    def client(self) -> Iterator[HarvestClient]:
+        client = HarvestClient(
+            self.base_url, self.account_id, self.access_token,
+            timeout=self.timeout_seconds, audit=self.ledger.open(),
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+class HubSpotResource(dg.ConfigurableResource):
+    """HubSpot CRM v3 (deals, companies). Paginates by ``paging.next.after``; 100 per 10 s, search 5/s."""
+
+    base_url: str
+    access_token: str
+    timeout_seconds: float = 30.0
+    ledger: LedgerResource
+
+    @contextmanager
+    def client(self) -> Iterator[HubSpotClient]:
+        client = HubSpotClient(self.base_url, self.access_token, timeout=self.timeout_seconds, audit=self.ledger.open())
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+class QuickBooksResource(dg.ConfigurableResource):
+    """QuickBooks Online Accounting API v3 for one realm.
+
+    OAuth refresh tokens rotate: ``refresh_token`` (``QBO_REFRESH_TOKEN``) only seeds the ledger;
+    every rotated token is saved in the ledger before it is used, and refreshes are single-flight
+    across processes.
+    """
+
+    base_url: str
+    token_url: str
+    realm_id: str
+    client_id: str
+    client_secret: str
+    refresh_token: str
+    timeout_seconds: float = 60.0
+    ledger: LedgerResource
+
+    @contextmanager
+    def client(self) -> Iterator[QuickBooksClient]:
+        ledger = self.ledger.open()
+        oauth = QboOAuth(
+            self.token_url, self.client_id, self.client_secret, ledger.tokens, self.realm_id,
+            seed_refresh_token=self.refresh_token, timeout=self.timeout_seconds, audit=ledger,
+        )
+        client = QuickBooksClient(self.base_url, self.realm_id, oauth, timeout=self.timeout_seconds, audit=ledger)
+        try:
+            yield client
+        finally:
+            client.close()
+            oauth.close()
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    ledger = LedgerResource()
+    return {
+        "ledger": ledger,
+        "rules": RulesResource(),
+        "harvest": HarvestResource(
+            base_url=config.setting("HARVEST_BASE_URL"),
+            account_id=dg.EnvVar("HARVEST_ACCOUNT_ID"),
+            access_token=dg.EnvVar("HARVEST_ACCESS_TOKEN"),
+            ledger=ledger,
+        ),
+        "hubspot": HubSpotResource(
+            base_url=config.setting("HUBSPOT_BASE_URL"),
+            access_token=dg.EnvVar("HUBSPOT_ACCESS_TOKEN"),
+            ledger=ledger,
+        ),
+        "quickbooks": QuickBooksResource(
+            base_url=config.setting("QBO_BASE_URL"),
+            token_url=config.setting("QBO_TOKEN_URL"),
+            realm_id=dg.EnvVar("QBO_REALM_ID"),
+            client_id=dg.EnvVar("QBO_CLIENT_ID"),
+            client_secret=dg.EnvVar("QBO_CLIENT_SECRET"),
+            refresh_token=dg.EnvVar("QBO_REFRESH_TOKEN"),
+            ledger=ledger,
+        ),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    from sync_pipelines.defs.io_manager import BillingStoreIOManager
+
+    return dg.Definitions(
+        resources={
+            **build_resources(),
+            # Parquet/JSON beside the instance; DAGSTER_HOME is read when the location loads.
+            "io_manager": BillingStoreIOManager(base_dir=str(config.dagster_home() / "storage")),
+        }
+    )
