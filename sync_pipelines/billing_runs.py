@@ -18,6 +18,10 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import config, money
+from sync_pipelines.defs.io_manager import read_stored
+
+# Step logs go to the run's event log (the UI shows them all); the terminal gets warnings and up.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,6 +86,12 @@ def ensure_instance_home() -> Path:
     return home
 
 
+def _store_dir(definitions: dg.Definitions) -> Path:
+    io_manager = (definitions.resources or {}).get("io_manager")
+    base = getattr(io_manager, "base_dir", None)
+    return Path(base) if base else config.dagster_home() / "storage"
+
+
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
@@ -115,15 +125,17 @@ def bill_month(
         instance = dg.DagsterInstance.get()
 
     run = BillingRun(period=period)
+    store = _store_dir(definitions)
     extract = definitions.resolve_job_def("month_extract").execute_in_process(
-        partition_key=period, instance=instance, raise_on_error=False, tags={"sync/trigger": "cli"}
+        partition_key=period, instance=instance, raise_on_error=False, tags={"sync/trigger": "cli"},
+        run_config=_QUIET,
     )
     run.extract_run_id = extract.run_id
     if not extract.success:
         run.extract_error = _first_error(extract)
         return run
 
-    rules_snapshot = definitions.load_asset_value("billing_rules", partition_key=period, instance=instance)
+    rules_snapshot = read_stored(store, "billing_rules", period)
     client_keys = list(rules_snapshot["clients"])
     if client is not None:
         if client not in client_keys:
@@ -135,17 +147,18 @@ def bill_month(
         cm = ClientMonth(client_key=key, period=period)
         partition = client_month_key(key, period)
         result = job.execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False, tags={"sync/trigger": "cli"}
+            partition_key=partition, instance=instance, raise_on_error=False, tags={"sync/trigger": "cli"},
+            run_config=_QUIET,
         )
         cm.run_id, cm.success = result.run_id, result.success
         if not result.success:
             cm.error = _first_error(result)
         try:
-            cm.drafts = definitions.load_asset_value("invoice_drafts", partition_key=partition, instance=instance)
+            cm.drafts = read_stored(store, "invoice_drafts", partition)
         except Exception:  # noqa: BLE001 - the run failed before drafting; the error says why
             cm.drafts = None
         if not dry_run and result.success:
-            cm.outcomes = definitions.load_asset_value("qbo_invoices", partition_key=partition, instance=instance)
+            cm.outcomes = read_stored(store, "qbo_invoices", partition)
             cm.report_path = config.output_dir() / period / key / "reconciliation_report.csv"
         cm.preview_path = config.output_dir() / period / key / "invoice_preview.csv"
         run.clients.append(cm)
@@ -158,8 +171,9 @@ def bill_month(
 def write_dry_run(run: BillingRun, out_dir: Path, *, definitions: dg.Definitions, instance: dg.DagsterInstance) -> None:
     """Write the exact payloads (one JSON per invoice), the lines CSV and a diff against QuickBooks."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    catalog = definitions.load_asset_value("qbo_catalog", partition_key=run.period, instance=instance)
-    existing = definitions.load_asset_value("qbo_existing_invoices", partition_key=run.period, instance=instance)
+    store = _store_dir(definitions)
+    catalog = read_stored(store, "qbo_catalog", run.period)
+    existing = read_stored(store, "qbo_existing_invoices", run.period)
     customers = catalog[catalog["entity"] == "Customer"]
     customer_ids = dict(zip(customers["name"], customers["id"]))
     diff_rows = []

@@ -33,8 +33,7 @@ class BillingStoreIOManager(dg.ConfigurableIOManager):
     base_dir: str
 
     def _stem(self, context: dg.OutputContext | dg.InputContext) -> Path:
-        path = Path(self.base_dir, *context.asset_key.path, *_partition_parts(context))
-        return path
+        return Path(self.base_dir, *context.asset_key.path, *_partition_parts(context))
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
@@ -69,3 +68,23 @@ class BillingStoreIOManager(dg.ConfigurableIOManager):
             f"no stored value for {context.asset_key.to_user_string()} partition "
             f"{'/'.join(_partition_parts(context)) or '(unpartitioned)'}: materialise it first"
         )
+
+
+def read_stored(base_dir: str | Path, asset: str, partition_key: str | dg.MultiPartitionKey | None = None) -> Any:
+    """Read what the IO manager stored for one asset partition, without building a Dagster context.
+
+    The CLI reads a run's results this way: `Definitions.load_asset_value` would build every
+    resource again for each value (about a second each).
+    """
+    parts: list[str] = []
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        parts = [f"{dim}={value}" for dim, value in sorted(partition_key.keys_by_dimension.items())]
+    elif partition_key is not None:
+        parts = [str(partition_key)]
+    stem = Path(base_dir, asset, *parts)
+    parquet, js = stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    if parquet.exists():
+        return pd.read_parquet(parquet)
+    if js.exists():
+        return money.loads(js.read_text())
+    raise FileNotFoundError(f"no stored value for {asset} {'/'.join(parts)}")

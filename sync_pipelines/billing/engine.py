@@ -1,0 +1,410 @@
+"""`price_month`: entries + deals + catalog + history -> priced, explained invoice drafts.
+
+The per-entry work (selection, rate resolution, rounding, retainer consumption, grouping into
+lines) is vectorised over int64 columns; only per-line and per-invoice steps loop in Python.
+Hours are centihours (int64), rates 1e-4 fixed point, amounts minor units until they become
+Decimals in the output frames. No binary float touches any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from sync_pipelines import money
+from sync_pipelines.billing import keys as keymod
+from sync_pipelines.billing.catalog import Catalog
+from sync_pipelines.billing.deals import ProjectTerms, project_terms
+from sync_pipelines.billing.grouping import group_key
+from sync_pipelines.billing.history import BillingHistory
+from sync_pipelines.billing.invoices import InvoiceContext, finish_invoices
+from sync_pipelines.billing.lines import KIND_INCLUDED, KIND_OVERAGE, KIND_TIME, aggregate
+from sync_pipelines.billing.rates import EntryKeys, rate_fixed, resolve_rates
+from sync_pipelines.billing.rounding import MODE_CODES, round_centi
+from sync_pipelines.billing.rules import ClientRules, RulesFile
+from sync_pipelines.billing.selection import EPOCH, base_reasons, day_numbers, period_bounds
+
+ENTRY_COLUMNS = ["entry_id", "client_key", "status", "reason", "invoice_key", "line_no"]
+
+
+@dataclass
+class BillingResult:
+    """Output of `price_month` (see docs/architecture.md "Billing engine")."""
+
+    period: str
+    realm_id: str
+    home_currency: str
+    entries: pd.DataFrame
+    lines: pd.DataFrame
+    invoices: pd.DataFrame
+    rules_source: str = "<rules>"
+    extras: dict = field(default_factory=dict)
+
+    def invoice(self, invoice_key: str) -> dict:
+        rows = self.invoices[self.invoices["invoice_key"] == invoice_key]
+        if len(rows) != 1:
+            raise KeyError(invoice_key)
+        return rows.iloc[0].to_dict()
+
+    def invoice_lines(self, invoice_key: str) -> pd.DataFrame:
+        return self.lines[self.lines["invoice_key"] == invoice_key].sort_values("line_no")
+
+
+def _codes(values: pd.Series, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
+    codes, uniques = pd.factorize(values, sort=sort, use_na_sentinel=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def _int_col(df: pd.DataFrame, name: str) -> np.ndarray:
+    col = df[name]
+    if col.dtype == object or isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+        col = pd.to_numeric(col, errors="coerce").fillna(-1)
+    return col.to_numpy().astype(np.int64)
+
+
+def price_month(
+    rules: RulesFile,
+    period: str,
+    entries: pd.DataFrame,
+    deals: pd.DataFrame | None,
+    catalog: pd.DataFrame | None,
+    history: BillingHistory | None = None,
+    realm_id: str = "",
+    clients: list[str] | None = None,
+) -> BillingResult:
+    """Price one month (DESIGN §5) for every rules client, or only `clients`."""
+    history = history or BillingHistory()
+    start, end = period_bounds(period)
+    if clients is None:
+        client_keys = sorted(rules.clients)
+    else:
+        unknown = [c for c in clients if c not in rules.clients]
+        if unknown:
+            raise KeyError(f"no billing rules for client(s) {', '.join(unknown)}")
+        client_keys = sorted(set(clients))
+    eff: dict[str, ClientRules] = {k: rules.effective(k) for k in client_keys}
+    n_clients = len(client_keys)
+
+    # ---- which rows belong to this run -----------------------------------------------------
+    harvest_ids = _int_col(entries, "client_id") if len(entries) else np.zeros(0, dtype=np.int64)
+    sel_index = pd.Index([eff[k].harvest_client_id for k in client_keys])
+    code_all = sel_index.get_indexer(harvest_ids).astype(np.int64) if n_clients else np.full(len(harvest_ids), -1, np.int64)
+    in_rules = pd.Index([c.harvest_client_id for c in rules.clients.values()]).get_indexer(harvest_ids) >= 0 \
+        if rules.clients else np.zeros(len(harvest_ids), dtype=bool)
+    keep = (code_all >= 0) | (~in_rules if clients is None else np.zeros(len(harvest_ids), dtype=bool))
+    E = entries if keep.all() else entries[keep]
+    E = E.reset_index(drop=True)
+    code = code_all[keep]
+    n = len(E)
+
+    days = day_numbers(E["spent_date"]) if n else np.zeros(0, dtype=np.int64)
+    reasons = base_reasons(E, code, days, period) if n else np.zeros(0, dtype=object)
+
+    # ---- deals, groups and invoice keys ----------------------------------------------------
+    terms: dict[int, ProjectTerms] = project_terms(deals, rules.firm.timezone)
+    project_id = _int_col(E, "project_id") if n else np.zeros(0, dtype=np.int64)
+    entry_id = _int_col(E, "entry_id") if n else np.zeros(0, dtype=np.int64)
+    candidate = pd.isnull(reasons).astype(bool) if n else np.zeros(0, dtype=bool)
+
+    pair = code * (2**36) + np.where(project_id >= 0, project_id, 2**35)
+    pair_codes, pair_uniques = pd.factorize(np.where(candidate, pair, -1))
+    # per (client, project): group key -> invoice code
+    invoices: list[tuple[str, str]] = []
+    inv_of_group: dict[tuple[str, str], int] = {}
+    pair_inv = np.full(len(pair_uniques), -1, dtype=np.int64)
+    for i, pv in enumerate(pair_uniques):
+        if pv < 0:
+            continue
+        c, pid = divmod(int(pv), 2**36)
+        ck = client_keys[c]
+        po = terms[pid].po_number if pid in terms else None
+        gk = group_key(eff[ck].invoice.group_by, pid, po)  # type: ignore[union-attr]
+        inv_of_group.setdefault((ck, gk), len(invoices))
+        if inv_of_group[(ck, gk)] == len(invoices):
+            invoices.append((ck, gk))
+        pair_inv[i] = inv_of_group[(ck, gk)]
+    # a retainer client is invoiced every month, entries or not
+    for ck in client_keys:
+        if eff[ck].billing_type == "retainer" and (ck, "all") not in inv_of_group:
+            inv_of_group[(ck, "all")] = len(invoices)
+            invoices.append((ck, "all"))
+    # stable invoice order: client key, then group key
+    order = sorted(range(len(invoices)), key=lambda i: invoices[i])
+    rank = np.empty(len(invoices), dtype=np.int64)
+    rank[order] = np.arange(len(invoices))
+    invoices = [invoices[i] for i in order]
+    pair_inv = np.where(pair_inv >= 0, rank[np.maximum(pair_inv, 0)] if len(invoices) else pair_inv, -1)
+    inv = np.where(pair_codes >= 0, pair_inv[np.maximum(pair_codes, 0)] if len(pair_inv) else -1, -1).astype(np.int64)
+
+    generations = [history.generation(ck, period, gk) for ck, gk in invoices]
+    inv_keys = [keymod.invoice_key(realm_id, ck, period, gk, g) for (ck, gk), g in zip(invoices, generations)]
+    inv_keys_arr = np.array(inv_keys + [None], dtype=object)
+
+    # ---- entries already on a posted invoice of another key --------------------------------
+    if history.posted_entries and n:
+        posted = pd.Series(history.posted_entries)
+        pos = pd.Index(posted.index.astype(np.int64)).get_indexer(entry_id)
+        hit = candidate & (pos >= 0)
+        if hit.any():
+            idx = np.flatnonzero(hit)
+            posted_keys = posted.to_numpy()[pos[idx]]
+            own = inv_keys_arr[inv[idx]]
+            other = posted_keys != own
+            reasons[idx[other]] = "already billed on " + posted_keys[other].astype(object)
+            candidate[idx[other]] = False
+            inv[idx[other]] = -1
+
+    # ---- the billable entries --------------------------------------------------------------
+    S_idx = np.flatnonzero(candidate)
+    S = E.iloc[S_idx]
+    s_code = code[S_idx]
+    s_day = days[S_idx]
+    s_inv = inv[S_idx]
+    s_entry = entry_id[S_idx]
+    s_project = project_id[S_idx]
+    s_user = _int_col(S, "user_id")
+    s_task = _int_col(S, "task_id")
+    s_hours = S["hours_centi"].to_numpy().astype(np.int64)
+
+    user_codes, user_names = _codes(S["user_name"])
+    task_codes, task_names = _codes(S["task_name"])
+    pcode_codes, project_codes = _codes(S["project_code"])
+    pname_codes, _ = _codes(S["project_name"])
+
+    # rates
+    keys = EntryKeys(group=s_code, day=s_day, project_id=s_project, project_code=pcode_codes, user_id=s_user,
+                     user_name=user_codes, task_id=s_task, task_name=task_codes, project_codes=project_codes,
+                     user_names=user_names, task_names=task_names)
+    rate, rule, ambiguous, rule_list = resolve_rates(client_keys, eff, terms, keys)
+
+    # rounding per client
+    inc_c = np.array([eff[k].rounding.increment_centi for k in client_keys] or [0], dtype=np.int64)  # type: ignore[union-attr]
+    mode_c = np.array([MODE_CODES[eff[k].rounding.mode] for k in client_keys] or [0], dtype=np.int64)  # type: ignore[union-attr]
+    line_scope_c = np.array([eff[k].rounding.scope == "line" for k in client_keys] or [False], dtype=bool)  # type: ignore[union-attr]
+    minor_c = np.array([money.minor_units(eff[k].currency) for k in client_keys] or [2], dtype=np.int64)  # type: ignore[arg-type]
+    entry_scope = ~line_scope_c[s_code]
+    billed = np.where(entry_scope, round_centi(s_hours, inc_c[s_code], mode_c[s_code]), s_hours)
+
+    # line detail dimensions per client
+    detail_c = [eff[k].invoice.line_detail for k in client_keys]  # type: ignore[union-attr]
+    det_project = np.array([d == "project" for d in detail_c] or [False])[s_code]
+    det_task = np.array([d in ("task", "task_person") for d in detail_c] or [False])[s_code]
+    det_user = np.array([d in ("person", "task_person") for d in detail_c] or [False])[s_code]
+    det_entry = np.array([d == "entry" for d in detail_c] or [False])[s_code]
+    split_projects = np.array(sorted(pid for pid, t in terms.items() if t.splits_lines), dtype=np.int64)
+    forced = np.isin(s_project, split_projects)
+    show_project = det_project | forced
+
+    # items: items_by_task by task name, else the client's item
+    item_names: list[str] = []
+    item_code_of: dict[str, int] = {}
+
+    def item_code(name: str) -> int:
+        if name not in item_code_of:
+            item_code_of[name] = len(item_names)
+            item_names.append(name)
+        return item_code_of[name]
+
+    default_item = np.array([item_code(eff[k].qbo.item) for k in client_keys] or [0], dtype=np.int64)  # type: ignore[union-attr,arg-type]
+    s_item = default_item[s_code] if len(S) else np.zeros(0, dtype=np.int64)
+    by_task_keys, by_task_items = [], []
+    for c, k in enumerate(client_keys):
+        for task_name, item in (eff[k].qbo.items_by_task or {}).items():  # type: ignore[union-attr]
+            pos = task_names.get_indexer([task_name])[0]
+            if pos >= 0:
+                by_task_keys.append(c * (2**32) + int(pos))
+                by_task_items.append(item_code(item))
+    if by_task_keys and len(S):
+        hit = pd.Index(by_task_keys).get_indexer(s_code * (2**32) + task_codes)
+        s_item = np.where(hit >= 0, np.array(by_task_items, dtype=np.int64)[np.maximum(hit, 0)], s_item)
+
+    # ---- retainer: fee, included hours in (spent_date, entry id) order, boundary split -------
+    retainer_c = np.array([eff[k].billing_type == "retainer" for k in client_keys] or [False])
+    available_c = np.zeros(max(n_clients, 1), dtype=np.int64)
+    carry_c = np.zeros(max(n_clients, 1), dtype=np.int64)
+    overage_rate_c = np.full(max(n_clients, 1), -1, dtype=np.int64)
+    overage_rule: dict[int, int] = {}
+    included_rule: dict[int, int] = {}
+    from sync_pipelines.billing.rates import Rule
+
+    for c, k in enumerate(client_keys):
+        r = eff[k].retainer
+        if eff[k].billing_type != "retainer" or r is None:
+            continue
+        carry = Decimal(history.carryover_hours.get(k, 0)) if r.rollover else Decimal(0)
+        carry_c[c] = int((carry * 100).to_integral_value())
+        available_c[c] = r.included_centi + carry_c[c]
+        rule_list.append(Rule(f"clients.{k}.retainer.included_hours", Decimal(0)))
+        included_rule[c] = len(rule_list) - 1
+        if r.overage_rate is not None:
+            rule_list.append(Rule(f"clients.{k}.retainer.overage_rate", r.overage_rate))
+            overage_rule[c] = len(rule_list) - 1
+            overage_rate_c[c] = rate_fixed(r.overage_rate)
+
+    is_ret = retainer_c[s_code] if len(S) else np.zeros(0, dtype=bool)
+    kind = np.full(len(S), KIND_TIME, dtype=np.int64)
+    part_src = np.arange(len(S), dtype=np.int64)
+    raw_p, billed_p = s_hours.copy(), billed.copy()
+    included_used_c = np.zeros(max(n_clients, 1), dtype=np.int64)
+    if is_ret.any():
+        ridx = np.flatnonzero(is_ret)
+        o = np.lexsort((s_entry[ridx], s_day[ridx], s_code[ridx]))
+        ridx = ridx[o]
+        own = billed[ridx]
+        cum = pd.Series(own).groupby(s_code[ridx]).cumsum().to_numpy()
+        before = cum - own
+        avail = available_c[s_code[ridx]]
+        inc_part = np.clip(avail - before, 0, own)
+        ov_part = own - inc_part
+        zero_in = (own == 0) & (before < avail)
+        to_inc = (inc_part > 0) | zero_in
+        to_ov = (ov_part > 0) | ((own == 0) & ~zero_in)
+        # raw hours follow the billed split; a part alone takes all of the entry's raw hours
+        raw_e = s_hours[ridx]
+        raw_inc = np.where(~to_ov, raw_e, np.where(to_inc, np.minimum(raw_e, inc_part), 0))
+        raw_ov = raw_e - raw_inc
+        np.add.at(included_used_c, s_code[ridx], inc_part)
+        # non-retainer parts stay as they are; retainer entries become 1 or 2 parts
+        keep_t = np.flatnonzero(~is_ret)
+        a, b = ridx[to_inc], ridx[to_ov]
+        part_src = np.concatenate([keep_t, a, b])
+        kind = np.concatenate([np.full(len(keep_t), KIND_TIME), np.full(len(a), KIND_INCLUDED), np.full(len(b), KIND_OVERAGE)])
+        raw_p = np.concatenate([s_hours[keep_t], raw_inc[to_inc], raw_ov[to_ov]])
+        billed_p = np.concatenate([billed[keep_t], inc_part[to_inc], ov_part[to_ov]])
+
+    p_code = s_code[part_src]
+    p_rate = rate[part_src].copy()
+    p_rule = rule[part_src].copy()
+    if is_ret.any():
+        inc_mask = kind == KIND_INCLUDED
+        p_rate[inc_mask] = 0
+        p_rule[inc_mask] = np.array([included_rule.get(int(c), -1) for c in range(max(n_clients, 1))])[p_code[inc_mask]]
+        ov_mask = (kind == KIND_OVERAGE) & (overage_rate_c[p_code] >= 0)
+        p_rate[ov_mask] = overage_rate_c[p_code[ov_mask]]
+        p_rule[ov_mask] = np.array([overage_rule.get(int(c), -1) for c in range(max(n_clients, 1))])[p_code[ov_mask]]
+    p_ambiguous = ambiguous[part_src] & (p_rate >= 0) & (kind != KIND_INCLUDED)
+    if is_ret.any():
+        p_ambiguous &= ~((kind == KIND_OVERAGE) & (overage_rate_c[p_code] >= 0))
+
+    sp = part_src
+    parts = pd.DataFrame({
+        "inv": s_inv[sp], "client": p_code, "kind": kind, "item": s_item[sp],
+        "ld_project": np.where(show_project[sp], s_project[sp], -1),
+        "ld_task": np.where(det_task[sp], s_task[sp], -1),
+        "ld_user": np.where(det_user[sp], s_user[sp], -1),
+        "ld_entry": np.where(det_entry[sp], s_entry[sp], -1),
+        "rate": p_rate, "rule": p_rule, "raw": raw_p, "billed": billed_p,
+        "s_project": np.where(show_project[sp], pname_codes[sp], -1),
+        "s_task": np.where(det_task[sp], task_codes[sp], -1),
+        "s_user": np.where(det_user[sp], user_codes[sp], -1),
+        "s_day": np.where(det_entry[sp], s_day[sp], -1),
+        "day": s_day[sp], "entry_id": s_entry[sp], "src": sp,
+    })
+    lines, part_line, ids_per_line = aggregate(parts, line_scope_c, inc_c, mode_c, minor_c)
+    lines.attrs["src"] = parts["src"].to_numpy()
+
+    # ---- per-invoice facts gathered vectorised ----------------------------------------------
+    n_inv = len(invoices)
+    problems: list[list[str]] = [[] for _ in range(n_inv)]
+    unpriced = p_rate < 0
+    if unpriced.any():
+        bad = pd.DataFrame({"inv": s_inv[sp][unpriced], "src": sp[unpriced]}).drop_duplicates().sort_values(["inv", "src"])
+        for i, grp in bad.groupby("inv"):
+            srcs = grp["src"].to_numpy()
+            described = [_entry_ref(S, int(s)) for s in srcs[:5]]
+            more = f" and {len(srcs) - 5} more" if len(srcs) > 5 else ""
+            problems[int(i)].append(f"no rate applies to entry {'; entry '.join(described)}{more}")
+    if p_ambiguous.any():
+        bad = np.unique(np.stack([s_inv[sp][p_ambiguous], s_entry[sp][p_ambiguous]], axis=1), axis=0)
+        for i in np.unique(bad[:, 0]):
+            ids = bad[bad[:, 0] == i, 1]
+            problems[int(i)].append(f"two rate rows tie for entries {', '.join(map(str, ids[:5]))}" + (" ..." if len(ids) > 5 else ""))
+    if "client_currency" in S and len(S):
+        cur = S["client_currency"].to_numpy()
+        client_cur = np.array([eff[k].currency for k in client_keys] or [""], dtype=object)[s_code]
+        has = pd.notna(cur)
+        mism = has & (cur.astype(object) != client_cur)
+        if mism.any():
+            bad = pd.DataFrame({"inv": s_inv[mism], "cur": cur[mism].astype(str)}).drop_duplicates().sort_values(["inv", "cur"])
+            for i, grp in bad.groupby("inv"):
+                ck = invoices[int(i)][0]
+                problems[int(i)].append(
+                    f"Harvest client currency {', '.join(grp['cur'])} disagrees with the rules currency {eff[ck].currency}")
+    # projects on each invoice (deal problems, project caps)
+    inv_projects: list[list[int]] = [[] for _ in range(n_inv)]
+    if len(S):
+        pp = pd.DataFrame({"inv": s_inv, "pid": s_project}).drop_duplicates().sort_values(["inv", "pid"])
+        for i, pid in zip(pp["inv"].to_numpy(), pp["pid"].to_numpy()):
+            inv_projects[int(i)].append(int(pid))
+
+    ctx = InvoiceContext(
+        rules=rules, period=period, start=start, end=end, realm_id=realm_id, history=history,
+        catalog=Catalog(catalog), client_keys=client_keys, effective=eff, invoices=invoices,
+        generations=generations, invoice_keys=inv_keys, terms=terms, rule_list=rule_list, item_names=item_names,
+        problems=problems, inv_projects=inv_projects, carry_c=carry_c, available_c=available_c,
+        included_used_c=included_used_c,
+    )
+    names = _NameLookup(S, user_names, task_names)
+    lines_out, invoices_out, dropped, line_numbers = finish_invoices(ctx, lines, ids_per_line, names)
+
+    # ---- the entries report -----------------------------------------------------------------
+    status = np.where(candidate, "billed", "excluded").astype(object)
+    inv_key_col = np.full(n, None, dtype=object)
+    line_no_col = pd.array(np.zeros(n, dtype=np.int64), dtype="Int64")
+    line_no_col[:] = pd.NA
+    if len(S):
+        inv_key_col[S_idx] = inv_keys_arr[s_inv]
+        part_line_no = line_numbers[part_line] if len(part_line) else np.zeros(0, dtype=np.int64)
+        first_no = np.full(len(S), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_no, sp, part_line_no)
+        ln = pd.array(first_no, dtype="Int64")
+        line_no_col[S_idx] = ln
+        if dropped:
+            dropped_mask = np.isin(s_inv, np.array(sorted(dropped), dtype=np.int64))
+            didx = S_idx[dropped_mask]
+            status[didx] = "excluded"
+            reasons[didx] = "invoice " + inv_key_col[didx] + " not issued: its total is zero"
+            inv_key_col[didx] = None
+            line_no_col[didx] = pd.NA
+    out = E.copy(deep=False)
+    ck_col = np.array(client_keys + [None], dtype=object)[np.where(code >= 0, code, n_clients)] if n else np.zeros(0, object)
+    out["client_key"] = pd.Series(ck_col, dtype=object, index=out.index)
+    out["status"] = pd.Series(status, dtype=object, index=out.index)
+    out["reason"] = pd.Series(reasons, dtype=object, index=out.index)
+    out["invoice_key"] = pd.Series(inv_key_col, dtype=object, index=out.index)
+    out["line_no"] = line_no_col
+
+    return BillingResult(period=period, realm_id=realm_id, home_currency=rules.firm.home_currency, entries=out,
+                         lines=lines_out, invoices=invoices_out, rules_source=rules.source)
+
+
+def _entry_ref(S: pd.DataFrame, i: int) -> str:
+    row = S.iloc[i]
+    return (f"{int(row['entry_id'])} ({row['user_name']}, {row['task_name']}, {row['spent_date']}, "
+            f"project {row['project_code'] or row['project_name']})")
+
+
+class _NameLookup:
+    """Names and notes of the billable entries, by position in the billable frame."""
+
+    def __init__(self, S: pd.DataFrame, user_names: pd.Index, task_names: pd.Index) -> None:
+        self.S = S
+        self._cols = {c: S[c].to_numpy() for c in ("user_name", "task_name", "project_name", "project_code",
+                                                 "notes", "project_id", "task_id", "user_id") if c in S}
+        self._days = None
+
+    def get(self, col: str, i: int):  # noqa: ANN201
+        v = self._cols[col][i]
+        return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
+
+    def project_label(self, i: int) -> str:
+        code, name = self.get("project_code", i), self.get("project_name", i)
+        return f"{code} {name}" if code else str(name)
+
+
+def day_to_date(day: int) -> date:
+    return EPOCH + timedelta(days=int(day))

@@ -1,0 +1,399 @@
+"""Per-invoice steps (DESIGN §5 "Order of operations"): retainer fee, subtotal, discount, minimum,
+caps, holds, QuickBooks references. One Python iteration per invoice and per line, never per entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sync_pipelines import money
+from sync_pipelines.billing import keys as keymod
+from sync_pipelines.billing.catalog import Catalog
+from sync_pipelines.billing.deals import ProjectTerms
+from sync_pipelines.billing.describe import hours, time_line_description
+from sync_pipelines.billing.history import BillingHistory
+from sync_pipelines.billing.lines import KIND_NAMES
+from sync_pipelines.billing.rates import Rule
+from sync_pipelines.billing.rules import ClientRules, RulesFile
+from sync_pipelines.billing.selection import EPOCH
+
+LINE_COLUMNS = [
+    "invoice_key", "client_key", "group_key", "line_no", "kind", "detail_type", "description",
+    "item_name", "item_id", "class_name", "class_id", "service_date", "qty", "unit_price", "amount",
+    "currency", "rate_rule", "raw_centi", "billed_centi", "raw_hours", "billed_hours", "entry_ids",
+    "entry_count", "rounding", "project_id", "task_id", "user_id", "discount_percent", "priced",
+]
+
+INVOICE_COLUMNS = [
+    "invoice_key", "client_key", "period", "group_key", "generation", "currency", "subtotal", "discount",
+    "discount_percent", "minimum_fee", "cap_adjustment", "write_down", "total", "status", "hold_reasons",
+    "doc_number", "request_id", "customer_name", "customer_id", "customer_currency", "memo", "po_numbers",
+    "terms_name", "terms_id", "class_name", "class_id", "txn_date", "service_start", "service_end",
+    "raw_hours", "billed_hours", "entry_count", "line_count", "retainer_included_hours",
+    "retainer_used_hours", "retainer_carry_forward_hours", "project_totals",
+]
+
+
+@dataclass
+class InvoiceContext:
+    rules: RulesFile
+    period: str
+    start: date
+    end: date
+    realm_id: str
+    history: BillingHistory
+    catalog: Catalog
+    client_keys: list[str]
+    effective: dict[str, ClientRules]
+    invoices: list[tuple[str, str]]
+    generations: list[int]
+    invoice_keys: list[str]
+    terms: dict[int, ProjectTerms]
+    rule_list: list[Rule]
+    item_names: list[str]
+    problems: list[list[str]]
+    inv_projects: list[list[int]]
+    carry_c: np.ndarray
+    available_c: np.ndarray
+    included_used_c: np.ndarray
+
+
+def _q(amount: Decimal, currency: str) -> Decimal:
+    return money.quantize(amount, currency)
+
+
+def _dec_minor(v: int, digits: int) -> Decimal:
+    return Decimal(int(v)).scaleb(-digits)
+
+
+def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.ndarray], names: Any) -> dict[str, list]:
+    """Output columns of every time line (one Python iteration per line)."""
+    cols: dict[str, list] = {c: [] for c in LINE_COLUMNS}
+    multi = L.attrs.get("multi_rules", {})
+    arr = {c: L[c].to_numpy() for c in ("inv", "client", "kind", "item", "ld_project", "ld_task", "ld_user",
+                                        "ld_entry", "rate", "rule", "raw", "billed", "amount", "day_min",
+                                        "day_max", "first", "n_entries")}
+    src = L.attrs["src"]
+    for i in range(len(L)):
+        ck = ctx.client_keys[arr["client"][i]]
+        e = ctx.effective[ck]
+        cur = e.currency
+        digits = money.minor_units(cur)  # type: ignore[arg-type]
+        kind = KIND_NAMES[int(arr["kind"][i])]
+        priced = arr["rate"][i] >= 0
+        rule_id = int(arr["rule"][i])
+        unit = ctx.rule_list[rule_id].rate if priced else Decimal(0)
+        if i in multi:
+            rule_text = "; ".join(ctx.rule_list[r].path for r in multi[i] if r >= 0)
+        else:
+            rule_text = ctx.rule_list[rule_id].path if rule_id >= 0 else None
+        s = int(src[arr["first"][i]])
+        detail = e.invoice.line_detail  # type: ignore[union-attr]
+        is_entry = arr["ld_entry"][i] >= 0
+        entry_day = EPOCH + timedelta(days=int(arr["day_min"][i])) if is_entry else None
+        project = names.project_label(s) if arr["ld_project"][i] >= 0 else None
+        desc = time_line_description(
+            kind=kind, detail=detail, project=project,  # type: ignore[arg-type]
+            task=names.get("task_name", s), person=names.get("user_name", s), entry_date=entry_day,
+            notes=names.get("notes", s) if is_entry else None, billed_centi=int(arr["billed"][i]),
+            rate=unit if priced else None, currency=cur, raw_centi=int(arr["raw"][i]),  # type: ignore[arg-type]
+            service_start=entry_day or ctx.start, service_end=entry_day or ctx.end,
+        )
+        inv = int(arr["inv"][i])
+        cols["invoice_key"].append(ctx.invoice_keys[inv])
+        cols["client_key"].append(ck)
+        cols["group_key"].append(ctx.invoices[inv][1])
+        cols["line_no"].append(0)
+        cols["kind"].append(kind)
+        cols["detail_type"].append("SalesItemLineDetail")
+        cols["description"].append(desc)
+        cols["item_name"].append(ctx.item_names[int(arr["item"][i])])
+        cols["item_id"].append(None)
+        cols["class_name"].append(None)
+        cols["class_id"].append(None)
+        cols["service_date"].append(entry_day or ctx.end)
+        cols["qty"].append(hours(int(arr["billed"][i])))
+        cols["unit_price"].append(unit)
+        cols["amount"].append(_dec_minor(int(arr["amount"][i]), digits))
+        cols["currency"].append(cur)
+        cols["rate_rule"].append(rule_text)
+        cols["raw_centi"].append(int(arr["raw"][i]))
+        cols["billed_centi"].append(int(arr["billed"][i]))
+        cols["raw_hours"].append(hours(int(arr["raw"][i])))
+        cols["billed_hours"].append(hours(int(arr["billed"][i])))
+        cols["entry_ids"].append(ids_per_line[i].tolist())
+        cols["entry_count"].append(int(arr["n_entries"][i]))
+        cols["rounding"].append(e.rounding.describe())  # type: ignore[union-attr]
+        cols["project_id"].append(int(arr["ld_project"][i]) if arr["ld_project"][i] >= 0 else None)
+        cols["task_id"].append(int(arr["ld_task"][i]) if arr["ld_task"][i] >= 0 else None)
+        cols["user_id"].append(int(arr["ld_user"][i]) if arr["ld_user"][i] >= 0 else None)
+        cols["discount_percent"].append(None)
+        cols["priced"].append(bool(priced))
+    return cols
+
+
+def _extra_line(ctx: InvoiceContext, inv: int, kind: str, description: str, amount: Decimal, *, item: str | None,
+                detail_type: str = "SalesItemLineDetail", percent: Decimal | None = None,
+                project_id: int | None = None) -> dict[str, Any]:
+    ck, gk = ctx.invoices[inv]
+    e = ctx.effective[ck]
+    sales = detail_type == "SalesItemLineDetail"
+    return {
+        "invoice_key": ctx.invoice_keys[inv], "client_key": ck, "group_key": gk, "line_no": 0, "kind": kind,
+        "detail_type": detail_type, "description": description, "item_name": item, "item_id": None,
+        "class_name": None, "class_id": None, "service_date": ctx.end if sales else None,
+        "qty": Decimal(1) if sales else None, "unit_price": amount if sales else None, "amount": amount,
+        "currency": e.currency, "rate_rule": None, "raw_centi": 0, "billed_centi": 0, "raw_hours": Decimal("0.00"),
+        "billed_hours": Decimal("0.00"), "entry_ids": [], "entry_count": 0, "rounding": None,
+        "project_id": project_id, "task_id": None, "user_id": None, "discount_percent": percent, "priced": True,
+    }
+
+
+def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.ndarray], names: Any
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, set[int], np.ndarray]:
+    """Complete every invoice. Returns (lines, invoices, dropped invoice codes, line_no per time line)."""
+    cols = _time_line_rows(ctx, L, ids_per_line, names)
+    n_inv = len(ctx.invoices)
+    inv_arr = L["inv"].to_numpy()
+    bounds = np.searchsorted(inv_arr, np.arange(n_inv + 1))
+    time_line_no = np.zeros(len(L), dtype=np.int64)
+    extra_rows: list[dict[str, Any]] = []
+    invoice_rows: list[dict[str, Any]] = []
+    dropped: set[int] = set()
+    used_in_run: dict[tuple[str, str | None], Decimal] = {}
+    run_keys: dict[str, list[str]] = {}
+    for k, (ck, _) in zip(ctx.invoice_keys, ctx.invoices):
+        run_keys.setdefault(ck, []).append(k)
+
+    for inv in range(n_inv):
+        ck, gk = ctx.invoices[inv]
+        e = ctx.effective[ck]
+        cur: str = e.currency  # type: ignore[assignment]
+        key = ctx.invoice_keys[inv]
+        c = ctx.client_keys.index(ck)
+        b0, b1 = int(bounds[inv]), int(bounds[inv + 1])
+        holds = list(ctx.problems[inv])
+        pre: list[dict[str, Any]] = []
+        post: list[dict[str, Any]] = []
+        default_item = e.qbo.item  # type: ignore[union-attr]
+
+        # retainer fee first
+        fee = Decimal(0)
+        retainer = e.retainer if e.billing_type == "retainer" else None
+        if retainer is not None:
+            fee = retainer.fee
+            carried = int(ctx.carry_c[c])
+            text = f"Retainer {ctx.period}: {hours(retainer.included_centi)} h included"
+            if carried:
+                text += f" (+{hours(carried)} h carried over)"
+            pre.append(_extra_line(ctx, inv, "retainer_fee", text, fee, item=default_item))
+        time_no0 = len(pre) + 1
+        time_line_no[b0:b1] = np.arange(time_no0, time_no0 + (b1 - b0))
+
+        amounts = cols["amount"][b0:b1]
+        line_projects = cols["project_id"][b0:b1]
+        subtotal = fee + sum(amounts, Decimal(0))
+
+        # discount: the client's, or per project the deal's percent
+        client_pct = e.discount.percent if e.discount else None
+        client_amt = e.discount.amount if e.discount else None
+        deal_pct = {pid: ctx.terms[pid].discount_percent for pid in ctx.inv_projects[inv]
+                    if pid in ctx.terms and ctx.terms[pid].discount_percent is not None}
+        share_of_project: dict[int, Decimal] = {}
+        project_amount: dict[int, Decimal] = {}
+        for amt, pid in zip(amounts, line_projects):
+            if pid is not None:
+                project_amount[pid] = project_amount.get(pid, Decimal(0)) + amt
+        discount = Decimal(0)
+        discount_percent: Decimal | None = None
+        rest = subtotal - sum((project_amount.get(pid, Decimal(0)) for pid in deal_pct), Decimal(0))
+        applied = set(deal_pct.values()) | ({client_pct} if (rest != 0 or client_pct is not None) and client_amt is None else set())
+        if client_amt is None and len(applied) == 1 and None not in applied:
+            # one percent for every line: a single percent-based discount on the subtotal
+            discount_percent = next(iter(applied))
+            discount = _q(subtotal * discount_percent / 100, cur)  # type: ignore[operator]
+            for pid in deal_pct:
+                share_of_project[pid] = _q(project_amount.get(pid, Decimal(0)) * discount_percent / 100, cur)  # type: ignore[operator]
+        else:
+            for pid, pct in sorted(deal_pct.items()):
+                share_of_project[pid] = _q(project_amount.get(pid, Decimal(0)) * pct / 100, cur)  # type: ignore[operator]
+                discount += share_of_project[pid]
+            if client_pct is not None:
+                discount += _q(rest * client_pct / 100, cur)
+            elif client_amt is not None:
+                discount += min(client_amt, rest)
+        after_discount = subtotal - discount
+
+        # minimum
+        minimum_fee = Decimal(0)
+        if e.minimum is not None and Decimal(0) < after_discount < e.minimum:
+            minimum_fee = e.minimum - after_discount
+        total = after_discount + minimum_fee
+
+        # caps: a deal's not-to-exceed per project (lifetime), then the client's cap
+        cap_adjustment = Decimal(0)
+        project_totals: dict[int, Decimal] = {}
+        for pid in ctx.inv_projects[inv]:
+            t = ctx.terms.get(pid)
+            if t is None or not t.splits_lines:
+                continue
+            net = project_amount.get(pid, Decimal(0)) - share_of_project.get(pid, Decimal(0))
+            if t.not_to_exceed is not None:
+                before = ctx.history.posted_project_total(ck, pid, run_keys[ck])
+                remaining = max(t.not_to_exceed - before, Decimal(0))
+                excess = max(net - remaining, Decimal(0))
+                if excess > 0:
+                    net -= excess
+                    total -= excess
+                    cap_adjustment -= excess
+                    post.append(_extra_line(
+                        ctx, inv, "cap",
+                        f"Not-to-exceed adjustment: deal {t.nte_deal} caps project {pid} at {cur} {t.not_to_exceed}"
+                        f" ({cur} {before} billed before)", -excess, item=default_item, project_id=pid))
+            project_totals[pid] = net
+        if e.cap is not None:
+            cap_period = ctx.period if e.cap.period == "month" else None
+            before = ctx.history.posted_total(ck, cap_period, run_keys[ck]) + used_in_run.get((ck, cap_period), Decimal(0))
+            remaining = max(e.cap.amount - before, Decimal(0))
+            excess = max(total - remaining, Decimal(0))
+            if excess > 0:
+                total -= excess
+                cap_adjustment -= excess
+                which = "month" if e.cap.period == "month" else "lifetime"
+                post.append(_extra_line(
+                    ctx, inv, "cap",
+                    f"Not-to-exceed adjustment: {which} cap {cur} {e.cap.amount} ({cur} {before} billed before)",
+                    -excess, item=default_item))
+            used_in_run[(ck, cap_period)] = used_in_run.get((ck, cap_period), Decimal(0)) + total
+
+        if discount > 0:
+            # QBO applies a percent discount to the lines above it; with lines after it we send the amount
+            percent_based = discount_percent is not None and minimum_fee == 0 and cap_adjustment == 0
+            text = f"Discount {discount_percent}%" if discount_percent is not None else "Discount"
+            if deal_pct:
+                text += " (" + ", ".join(f"project {pid}: {p}% per deal {ctx.terms[pid].discount_deal}"
+                                         for pid, p in sorted(deal_pct.items())) + ")"
+            disc_line = _extra_line(ctx, inv, "discount", text, discount, item=None, detail_type="DiscountLineDetail",
+                                    percent=discount_percent if percent_based else None)
+            post.insert(0, disc_line)
+        if minimum_fee > 0:
+            post.insert(1 if discount > 0 else 0, _extra_line(
+                ctx, inv, "minimum", f"Minimum fee (minimum {cur} {e.minimum})", minimum_fee, item=default_item))
+
+        # holds: references, currencies, deal problems
+        for pid in ctx.inv_projects[inv]:
+            if pid in ctx.terms:
+                holds += ctx.terms[pid].problems
+        item_ids: dict[str, str | None] = {}
+        used_items = sorted({it for it in cols["item_name"][b0:b1]} | ({default_item} if (pre or post) else set()))
+        for name in used_items:
+            ref, problem = ctx.catalog.resolve("Item", name, "item")  # type: ignore[arg-type]
+            item_ids[name] = ref.id if ref else None  # type: ignore[index]
+            if problem:
+                holds.append(problem)
+        class_name = e.qbo.class_  # type: ignore[union-attr]
+        class_id = None
+        if class_name:
+            ref, problem = ctx.catalog.resolve("Class", class_name, "class")
+            class_id = ref.id if ref else None
+            if problem:
+                holds.append(problem)
+        terms_name = e.qbo.terms  # type: ignore[union-attr]
+        terms_id = None
+        if terms_name:
+            ref, problem = ctx.catalog.resolve("Term", terms_name, "term")
+            terms_id = ref.id if ref else None
+            if problem:
+                holds.append(problem)
+        customer = ctx.catalog.find("Customer", e.qbo_customer)
+        customer_currency = None
+        if customer is not None:
+            customer_currency = customer.currency or ctx.rules.firm.home_currency
+            if customer_currency != cur:
+                holds.append(f"QuickBooks customer {e.qbo_customer!r} is in {customer_currency}, the rules say {cur}")
+
+        if total == 0 and retainer is None and not holds:
+            dropped.add(inv)
+            continue
+
+        # line numbers, references
+        for i in range(b0, b1):
+            cols["item_id"][i] = item_ids.get(cols["item_name"][i])
+            cols["class_name"][i] = class_name
+            cols["class_id"][i] = class_id
+            cols["line_no"][i] = int(time_line_no[i])
+        for n_, row in enumerate(pre, start=1):
+            row["line_no"] = n_
+        for n_, row in enumerate(post, start=time_no0 + (b1 - b0)):
+            row["line_no"] = n_
+        for row in pre + post:
+            if row["detail_type"] == "SalesItemLineDetail":
+                row["item_id"] = item_ids.get(row["item_name"])
+                row["class_name"], row["class_id"] = class_name, class_id
+        extra_rows += pre + post
+
+        pos = sorted({ctx.terms[pid].po_number for pid in ctx.inv_projects[inv]
+                      if pid in ctx.terms and ctx.terms[pid].po_number})
+        memo = _memo(e.invoice.memo, pos, ck, e.qbo_customer, ctx)  # type: ignore[union-attr]
+        raw = sum(cols["raw_centi"][b0:b1])
+        billed = sum(cols["billed_centi"][b0:b1])
+        used_inc = int(ctx.included_used_c[c]) if retainer is not None else 0
+        carry_forward = Decimal("0.00")
+        if retainer is not None and retainer.rollover:
+            from_this_month = max(used_inc - int(ctx.carry_c[c]), 0)
+            carry_forward = hours(max(retainer.included_centi - from_this_month, 0))
+        invoice_rows.append({
+            "invoice_key": key, "client_key": ck, "period": ctx.period, "group_key": gk,
+            "generation": ctx.generations[inv], "currency": cur, "subtotal": subtotal, "discount": discount,
+            "discount_percent": discount_percent, "minimum_fee": minimum_fee, "cap_adjustment": cap_adjustment,
+            "write_down": -cap_adjustment, "total": total, "status": "held" if holds else "ready",
+            "hold_reasons": list(dict.fromkeys(holds)), "doc_number": keymod.doc_number(key, ctx.period),
+            "request_id": keymod.request_id(key), "customer_name": e.qbo_customer,
+            "customer_id": customer.id if customer else None, "customer_currency": customer_currency,
+            "memo": memo, "po_numbers": pos, "terms_name": terms_name, "terms_id": terms_id,
+            "class_name": class_name, "class_id": class_id, "txn_date": ctx.end, "service_start": ctx.start,
+            "service_end": ctx.end, "raw_hours": hours(raw), "billed_hours": hours(billed),
+            "entry_count": int(sum(cols["entry_count"][b0:b1])), "line_count": len(pre) + (b1 - b0) + len(post),
+            "retainer_included_hours": hours(int(ctx.available_c[c])) if retainer is not None else None,
+            "retainer_used_hours": hours(used_inc) if retainer is not None else None,
+            "retainer_carry_forward_hours": carry_forward if retainer is not None else None,
+            "project_totals": project_totals,
+        })
+
+    time = pd.DataFrame(cols, columns=LINE_COLUMNS, dtype=object)
+    keep = ~np.isin(inv_arr, np.array(sorted(dropped), dtype=np.int64)) if dropped else np.ones(len(L), dtype=bool)
+    time = time[keep]
+    extra = pd.DataFrame(extra_rows, columns=LINE_COLUMNS, dtype=object)
+    lines = pd.concat([time, extra], ignore_index=True) if len(extra) else time.reset_index(drop=True)
+    if len(lines):
+        order = {k: i for i, k in enumerate(ctx.invoice_keys)}
+        lines = lines.assign(_o=lines["invoice_key"].map(order)).sort_values(["_o", "line_no"], kind="stable")
+        lines = lines.drop(columns="_o").reset_index(drop=True)
+    for c_ in ("line_no", "raw_centi", "billed_centi", "entry_count"):
+        lines[c_] = lines[c_].astype(np.int64)
+    lines["priced"] = lines["priced"].astype(bool)
+    for c_ in ("project_id", "task_id", "user_id"):
+        lines[c_] = pd.array(lines[c_].tolist(), dtype="Int64")
+    invoices = pd.DataFrame(invoice_rows, columns=INVOICE_COLUMNS, dtype=object)
+    for c_ in ("generation", "entry_count", "line_count"):
+        invoices[c_] = invoices[c_].astype(np.int64)
+    return lines, invoices, dropped, time_line_no
+
+
+def _memo(template: str | None, pos: list[str], ck: str, customer: str, ctx: InvoiceContext) -> str | None:
+    if not template:
+        return None
+    values = {"po_number": ", ".join(pos), "client_key": ck, "customer": customer, "period": ctx.period,
+              "period_start": ctx.start.isoformat(), "period_end": ctx.end.isoformat()}
+    if "{po_number}" in template and not pos:
+        return None
+    return template.format(**values)
+
+
+__all__ = ["INVOICE_COLUMNS", "LINE_COLUMNS", "InvoiceContext", "finish_invoices", "ROUND_HALF_UP"]

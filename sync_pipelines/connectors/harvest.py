@@ -1,0 +1,235 @@
+"""Harvest API v2 client (time entries, clients, projects).
+
+Every request carries ``Authorization: Bearer``, ``Harvest-Account-Id`` and ``User-Agent``
+(Harvest answers 401 without the account id). Lists follow ``links.next`` until it is null and
+never build page URLs (Harvest is moving to opaque cursors). 100 requests per 15 s are allowed;
+429 comes with ``Retry-After`` in seconds, which the transport honours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime, timezone
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, SecretStr
+
+from .harvest_models import Client, Project, TimeEntry
+from .http import (
+    ApiTransport,
+    ApiValidationError,
+    AuditSink,
+    Clock,
+    ErrorInfo,
+    FetchResult,
+    RateLimiter,
+    RetryPolicy,
+    Sleep,
+    harvest_limiter,
+    loads_response,
+    parse_records,
+    same_origin,
+)
+
+SYSTEM = "harvest"
+MAX_PER_PAGE = 2000
+
+
+def _harvest_error(response: httpx.Response, body: Any) -> ErrorInfo:
+    info = ErrorInfo()
+    if isinstance(body, dict):
+        # {"error":"invalid_token","error_description":"..."} or {"message":"..."}
+        code = body.get("error") or body.get("code")
+        info.code = str(code) if code is not None else None
+        msg = body.get("error_description") or body.get("message")
+        info.message = str(msg) if msg is not None else None
+    return info
+
+
+def _iso_datetime(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class HarvestClient:
+    """Read-only Harvest v2 client.
+
+    ``base_url`` carries no version path (``https://api.harvestapp.com``; a trailing ``/v2`` is
+    tolerated). ``per_page`` (1..2000) exists so tests can force many pages.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        account_id: str,
+        access_token: str | SecretStr,
+        user_agent: str = "sync_pipelines (ops@example.com)",
+        *,
+        per_page: int = MAX_PER_PAGE,
+        timeout: httpx.Timeout | float | None = None,
+        audit: AuditSink | None = None,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page must be 1..{MAX_PER_PAGE} (Harvest answers 422 above), got {per_page}")
+        base = base_url.rstrip("/")
+        if base.endswith("/v2"):
+            base = base[:-3]
+        self.base_url = base
+        self.account_id = str(account_id)
+        self._token = access_token if isinstance(access_token, SecretStr) else SecretStr(access_token)
+        self.user_agent = user_agent
+        self.per_page = per_page
+        self._http = ApiTransport(
+            SYSTEM,
+            base,
+            headers={"Accept": "application/json", "User-Agent": user_agent},
+            timeout=timeout,
+            limiter=limiter if limiter is not None else harvest_limiter(self.account_id, **_clock_kwargs(sleep, clock)),
+            retry=retry,
+            audit=audit,
+            error_parser=_harvest_error,
+            sleep=sleep,
+            clock=clock,
+            transport=transport,
+            secrets=[self._token.get_secret_value()],
+        )
+
+    def __repr__(self) -> str:
+        return f"HarvestClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HarvestClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._token.get_secret_value()}",
+            "Harvest-Account-Id": self.account_id,
+            "User-Agent": self.user_agent,
+        }
+
+    # -- paging
+    def _pages(self, path: str, key: str, params: Mapping[str, Any]) -> Iterator[list[Any]]:
+        """Yield each page's ``key`` array, following ``links.next`` until it is null.
+
+        The next URL is used verbatim (opaque cursor). It must point at the same origin as
+        ``base_url``: the bearer token is never sent anywhere else.
+        """
+        url: str = f"/v2/{path}"
+        query: Mapping[str, Any] | None = {k: v for k, v in params.items() if v is not None}
+        seen: set[str] = set()
+        while True:
+            response = self._http.request("GET", url, params=query, headers=self._headers())
+            body = loads_response(response)
+            if not isinstance(body, dict) or not isinstance(body.get(key), list):
+                raise ApiValidationError(
+                    SYSTEM, "GET", f"/v2/{path}", response.status_code,
+                    api_message=f"response has no '{key}' array",
+                )
+            yield body[key]
+            links = body.get("links") or {}
+            nxt = links.get("next") if isinstance(links, dict) else None
+            if not nxt:
+                return
+            nxt_url = httpx.URL(str(nxt))
+            if nxt_url.is_relative_url:
+                nxt_url = httpx.URL(self.base_url).join(nxt_url)
+            if not same_origin(nxt_url, self.base_url):
+                raise ApiValidationError(
+                    SYSTEM, "GET", f"/v2/{path}", response.status_code,
+                    api_message=f"links.next points at another origin ({nxt_url.host}); refusing to send credentials",
+                )
+            if str(nxt_url) in seen:
+                raise ApiValidationError(
+                    SYSTEM, "GET", f"/v2/{path}", response.status_code,
+                    api_message="links.next repeats a page already read (paging loop)",
+                )
+            seen.add(str(nxt_url))
+            url, query = str(nxt_url), None
+
+    # -- public API
+    def list_time_entries(
+        self,
+        from_: date,
+        to: date,
+        *,
+        client_id: int | None = None,
+        project_id: int | None = None,
+        updated_since: datetime | str | None = None,
+        is_billed: bool | None = None,
+    ) -> FetchResult[TimeEntry]:
+        """All time entries with ``spent_date`` in ``[from_, to]`` (both inclusive).
+
+        Paginated: ``GET /v2/time_entries?from=&to=&per_page=2000`` then ``links.next`` until null
+        (cursor pages; page URLs are never built). Optional filters: ``client_id``, ``project_id``,
+        ``updated_since`` (datetime, sent as ISO-8601 UTC) and ``is_billed``. Records that do not
+        validate are returned in ``.rejected`` with their raw JSON; the rest go on.
+        """
+        from_ = date.fromisoformat(from_) if isinstance(from_, str) else from_
+        to = date.fromisoformat(to) if isinstance(to, str) else to
+        if to < from_:
+            raise ValueError(f"to ({to}) is before from_ ({from_})")
+        params: dict[str, Any] = {
+            "from": from_.isoformat(),
+            "to": to.isoformat(),
+            "per_page": self.per_page,
+            "client_id": client_id,
+            "project_id": project_id,
+            "updated_since": _iso_datetime(updated_since) if updated_since is not None else None,
+            "is_billed": None if is_billed is None else ("true" if is_billed else "false"),
+        }
+        return self._collect("time_entries", "time_entries", "time_entry", TimeEntry, params)
+
+    def list_clients(self, *, is_active: bool | None = None) -> FetchResult[Client]:
+        """All clients (``GET /v2/clients``), following ``links.next`` until null."""
+        params = {"per_page": self.per_page,
+                  "is_active": None if is_active is None else ("true" if is_active else "false")}
+        return self._collect("clients", "clients", "client", Client, params)
+
+    def list_projects(
+        self, *, client_id: int | None = None, is_active: bool | None = None
+    ) -> FetchResult[Project]:
+        """All projects (``GET /v2/projects``), following ``links.next`` until null."""
+        params = {"per_page": self.per_page, "client_id": client_id,
+                  "is_active": None if is_active is None else ("true" if is_active else "false")}
+        return self._collect("projects", "projects", "project", Project, params)
+
+    def _collect(
+        self, path: str, key: str, entity: str, model: type[BaseModel], params: Mapping[str, Any]
+    ) -> FetchResult[Any]:
+        result: FetchResult[Any] = FetchResult()
+        seen_ids: set[Any] = set()
+        for page in self._pages(path, key, params):
+            fresh = []
+            for raw in page:
+                rid = raw.get("id") if isinstance(raw, dict) else None
+                if rid is not None and rid in seen_ids:
+                    continue  # cursor pages can overlap when data changes mid-read
+                if rid is not None:
+                    seen_ids.add(rid)
+                fresh.append(raw)
+            parse_records(model, fresh, system=SYSTEM, entity=entity, into=result)
+        return result
+
+
+def _clock_kwargs(sleep: Sleep | None, clock: Clock | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if sleep is not None:
+        kwargs["sleep"] = sleep
+    if clock is not None:
+        kwargs["clock"] = clock
+    return kwargs

@@ -1,0 +1,508 @@
+"""HubSpot CRM client: deals (list, search, update), companies, deal -> company associations.
+
+* List: ``GET /crm/v3/objects/deals?limit=100&after=...``; a page can be short (even empty) and
+  still carry ``paging.next``: we stop only when ``paging`` is absent.
+* Search: ``POST /crm/v3/objects/deals/search`` with ``limit`` 200; HubSpot never returns more
+  than 10,000 results for one query (``after`` >= 10,000 is a 400), so larger result sets are
+  read in windows on ``hs_lastmodifieddate`` (sorted ascending; each new window starts at the
+  last timestamp seen, ids de-duplicated across windows).
+* Search has its own rate limit (5/s) on top of the account's 100 per 10 s.
+* 423 Locked is retried after at least 2 s; 429 ``DAILY`` is not retried (it will not clear soon).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from .hubspot_models import Company, Deal
+from .http import (
+    ApiTransport,
+    ApiValidationError,
+    AuditSink,
+    Clock,
+    ErrorInfo,
+    FetchResult,
+    RateLimiter,
+    RetryPolicy,
+    Sleep,
+    hubspot_limiter,
+    hubspot_search_limiter,
+    loads_response,
+    parse_records,
+)
+
+SYSTEM = "hubspot"
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+SEARCH_CAP = 10_000
+PRIMARY_COMPANY_TYPE_ID = 5
+DEFAULT_COMPANY_TYPE_ID = 341
+ASSOC_BATCH = 100
+WINDOW_PROPERTY = "hs_lastmodifieddate"
+
+
+def _hubspot_error(response: httpx.Response, body: Any) -> ErrorInfo:
+    info = ErrorInfo()
+    if not isinstance(body, dict):
+        return info
+    msg = body.get("message")
+    info.message = str(msg) if msg is not None else None
+    info.request_id = body.get("correlationId") or body.get("requestId")
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        info.errors = [e for e in errors if isinstance(e, dict)]
+    code = None
+    if info.errors and info.errors[0].get("code"):
+        code = info.errors[0].get("code")
+    code = code or body.get("category") or body.get("policyName") or body.get("errorType")
+    info.code = str(code) if code is not None else None
+    if body.get("subCategory") and info.errors and info.errors[0].get("message"):
+        info.detail = str(info.errors[0].get("message"))
+    if response.status_code == 429:
+        policy = body.get("policyName")
+        if policy == "DAILY":
+            info.retryable = False  # the daily cap resets at midnight; retrying only burns errors
+        elif policy == "SECONDLY":
+            info.suggested_wait = 1.0  # search: 5/s (HubSpot SDK waits 1 s x attempt)
+        elif policy == "TEN_SECONDLY_ROLLING":
+            info.suggested_wait = 10.0  # the burst window (capped by RetryPolicy.max_delay)
+    return info
+
+
+def _to_epoch_ms(value: str) -> str:
+    """``hs_lastmodifieddate`` (ISO-8601 or epoch ms) as epoch-ms text for a search filter."""
+    text = value.strip()
+    if text.isdigit():
+        return text
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return str(int(when.timestamp() * 1000))
+
+
+def _dt_ms(when: datetime) -> str:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return str(int(when.timestamp() * 1000))
+
+
+class HubSpotClient:
+    """HubSpot CRM v3/v4 client with a private-app / service-key bearer token.
+
+    ``api_version`` is the one place the path version lives (``"v3"`` today; date-based
+    versions such as ``"2026-03"`` use ``/crm/objects/2026-03/deals``).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str | SecretStr,
+        *,
+        list_limit: int = LIST_LIMIT,
+        search_limit: int = SEARCH_LIMIT,
+        search_cap: int = SEARCH_CAP,
+        batch_associations: bool = True,
+        api_version: str = "v3",
+        timeout: httpx.Timeout | float | None = None,
+        audit: AuditSink | None = None,
+        limiter: RateLimiter | None = None,
+        search_limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not 1 <= list_limit <= LIST_LIMIT:
+            raise ValueError(f"list_limit must be 1..{LIST_LIMIT}")
+        if not 1 <= search_limit <= SEARCH_LIMIT:
+            raise ValueError(f"search_limit must be 1..{SEARCH_LIMIT}")
+        self.base_url = base_url.rstrip("/")
+        self._token = access_token if isinstance(access_token, SecretStr) else SecretStr(access_token)
+        if not self._token.get_secret_value():
+            raise ValueError("HubSpot access_token is required")
+        self.list_limit = list_limit
+        self.search_limit = search_limit
+        self.search_cap = search_cap
+        self._batch_associations = batch_associations
+        self.api_version = api_version
+        kw: dict[str, Any] = {}
+        if sleep is not None:
+            kw["sleep"] = sleep
+        if clock is not None:
+            kw["clock"] = clock
+        # HubSpot limits are per account; the token's hash keys the shared limiters (never the token)
+        key = hashlib.sha256(self._token.get_secret_value().encode()).hexdigest()[:12]
+        self._search_limiter = search_limiter if search_limiter is not None else hubspot_search_limiter(key, **kw)
+        self._http = ApiTransport(
+            SYSTEM,
+            self.base_url,
+            headers={"Accept": "application/json"},
+            timeout=timeout,
+            limiter=limiter if limiter is not None else hubspot_limiter(key, **kw),
+            retry=retry,
+            audit=audit,
+            error_parser=_hubspot_error,
+            trace_header=None,
+            sleep=sleep,
+            clock=clock,
+            transport=transport,
+            secrets=[self._token.get_secret_value()],
+        )
+
+    def __repr__(self) -> str:
+        return f"HubSpotClient(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HubSpotClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+
+    def _crm(self, kind: str, object_type: str) -> str:
+        """``/crm/v3/{kind}/{type}`` or, with a date-based version, ``/crm/{kind}/{version}/{type}``."""
+        if self.api_version.startswith("v"):
+            return f"/crm/{self.api_version}/{kind}/{object_type}"
+        return f"/crm/{kind}/{self.api_version}/{object_type}"
+
+    def _objects(self, object_type: str) -> str:
+        return self._crm("objects", object_type)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, headers=self._headers(), **kwargs)
+        return loads_response(response)
+
+    # -- list
+    def _list(self, object_type: str, properties: Sequence[str], *, archived: bool = False) -> Iterator[list[Any]]:
+        """Yield pages of ``GET /crm/v3/objects/{type}``, following ``paging.next.after``.
+
+        Stops only when ``paging`` (or ``paging.next``) is absent: a short or empty page with a
+        cursor is followed.
+        """
+        after: str | None = None
+        seen_cursors: set[str] = set()
+        path = self._objects(object_type)
+        while True:
+            params: dict[str, Any] = {"limit": self.list_limit, "archived": "true" if archived else "false"}
+            if properties:
+                params["properties"] = ",".join(properties)
+            if after is not None:
+                params["after"] = after
+            body = self._call("GET", path, params=params)
+            results = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(results, list):
+                raise ApiValidationError(SYSTEM, "GET", path, 200, api_message="response has no 'results' array")
+            yield results
+            after = _next_after(body)
+            if after is None:
+                return
+            if after in seen_cursors:
+                raise ApiValidationError(SYSTEM, "GET", path, 200,
+                                         api_message="paging.next.after repeats a cursor (paging loop)")
+            seen_cursors.add(after)
+
+    def list_deals(self, properties: list[str], *, archived: bool = False) -> FetchResult[Deal]:
+        """All deals with the given properties.
+
+        Paginated: ``limit=100`` and ``paging.next.after`` until ``paging`` is absent (never
+        stopping on a short page). Malformed records go to ``.rejected`` with their raw JSON.
+        """
+        result: FetchResult[Deal] = FetchResult()
+        seen: set[str] = set()
+        for page in self._list("deals", properties, archived=archived):
+            _parse_unique(Deal, page, "deal", seen, result)
+        return result
+
+    def list_companies(self, properties: list[str] | None = None) -> FetchResult[Company]:
+        """All companies (default properties ``name``, ``domain``), paginated like :meth:`list_deals`."""
+        result: FetchResult[Company] = FetchResult()
+        seen: set[str] = set()
+        for page in self._list("companies", properties or ["name", "domain"]):
+            _parse_unique(Company, page, "company", seen, result)
+        return result
+
+    def get_deal(self, deal_id: str, properties: list[str] | None = None) -> Deal:
+        params = {"properties": ",".join(properties)} if properties else None
+        body = self._call("GET", f"{self._objects('deals')}/{deal_id}", params=params)
+        return Deal.model_validate(body)
+
+    # -- search
+    def search_deals(
+        self,
+        filter_groups: list[dict[str, Any]],
+        properties: list[str],
+        sorts: list[dict[str, str]] | None = None,
+    ) -> FetchResult[Deal]:
+        """Every deal matching ``filter_groups`` (HubSpot search syntax), however many.
+
+        Paginated: ``limit=200`` and ``paging.next.after`` until ``paging`` is absent. To get past
+        the 10,000-results-per-query cap, the search is sorted by ``hs_lastmodifieddate``
+        ascending and, when a window reaches the cap, a new window starts with an extra
+        ``hs_lastmodifieddate GTE <last seen>`` filter in every filter group (ids already read are
+        skipped). ``sorts`` other than on ``hs_lastmodifieddate`` are honoured only while the
+        result set fits under the cap; past it an :class:`ApiValidationError` explains why.
+        """
+        path = f"{self._objects('deals')}/search"
+        props = list(properties)
+        if WINDOW_PROPERTY not in props:
+            props.append(WINDOW_PROPERTY)
+        windowable = not sorts or (len(sorts) == 1 and sorts[0].get("propertyName") == WINDOW_PROPERTY
+                                   and sorts[0].get("direction", "ASCENDING") == "ASCENDING")
+        use_sorts = sorts or [{"propertyName": WINDOW_PROPERTY, "direction": "ASCENDING"}]
+        result: FetchResult[Deal] = FetchResult()
+        seen: set[str] = set()
+        lower: str | None = None
+        while True:
+            groups = _with_window(filter_groups, lower)
+            after: str | None = None
+            read_in_window = 0
+            last_stamp: str | None = None
+            capped = False
+            while True:
+                body_req: dict[str, Any] = {
+                    "filterGroups": groups,
+                    "sorts": use_sorts,
+                    "properties": props,
+                    "limit": self.search_limit,
+                }
+                if after is not None:
+                    body_req["after"] = after
+                body = self._http.request(
+                    "POST", path, headers=self._headers(), json_body=body_req,
+                    extra_limiters=[self._search_limiter],
+                )
+                data = loads_response(body)
+                results = data.get("results") if isinstance(data, dict) else None
+                if not isinstance(results, list):
+                    raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+                read_in_window += len(results)
+                for raw in results:
+                    if isinstance(raw, dict):
+                        stamp = (raw.get("properties") or {}).get(WINDOW_PROPERTY)
+                        if stamp:
+                            last_stamp = stamp
+                _parse_unique(Deal, results, "deal", seen, result)
+                nxt = _next_after(data)
+                if nxt is None:
+                    return result
+                try:
+                    reaches_cap = int(nxt) + self.search_limit > self.search_cap
+                except ValueError:
+                    reaches_cap = read_in_window >= self.search_cap
+                if reaches_cap:
+                    capped = True
+                    break
+                after = nxt
+            if capped:
+                if not windowable:
+                    raise ApiValidationError(
+                        SYSTEM, "POST", path, None,
+                        api_message=f"more than {self.search_cap} results and sorts {use_sorts!r} prevent "
+                        f"windowing on {WINDOW_PROPERTY}; narrow the filters or drop the sort",
+                    )
+                if last_stamp is None:
+                    raise ApiValidationError(SYSTEM, "POST", path, None,
+                                             api_message=f"cannot window: results carry no {WINDOW_PROPERTY}")
+                new_lower = _to_epoch_ms(last_stamp)
+                if new_lower == lower:
+                    raise ApiValidationError(
+                        SYSTEM, "POST", path, None,
+                        api_message=f"more than {self.search_cap} deals share {WINDOW_PROPERTY}={last_stamp}; "
+                        "cannot window further",
+                    )
+                lower = new_lower
+
+    def search_deals_modified_between(
+        self,
+        start: datetime | None,
+        end: datetime,
+        properties: list[str],
+        filters: list[dict[str, Any]] | None = None,
+    ) -> FetchResult[Deal]:
+        """Deals matching ``filters`` (ANDed) with ``start <= hs_lastmodifieddate < end``.
+
+        For polling sensors: pass the stored cursor as ``start`` and a slightly lagged "now" as
+        ``end`` (search is eventually consistent), then store ``end`` as the next cursor, so the
+        cursor only ever advances over a window that was actually requested. Windowed past the
+        10,000 cap like :meth:`search_deals`.
+        """
+        window: list[dict[str, Any]] = list(filters or [])
+        if start is not None:
+            window.append({"propertyName": WINDOW_PROPERTY, "operator": "GTE", "value": _dt_ms(start)})
+        window.append({"propertyName": WINDOW_PROPERTY, "operator": "LT", "value": _dt_ms(end)})
+        return self.search_deals([{"filters": window}], properties)
+
+    # -- write
+    def update_deal(self, deal_id: str, properties: dict[str, str]) -> Deal:
+        """``PATCH /crm/v3/objects/deals/{id}`` with string property values (e.g. ``qbo_invoice_id``)."""
+        for key, value in properties.items():
+            if not isinstance(value, str):
+                raise TypeError(f"HubSpot property {key!r} must be a string, got {type(value).__name__}")
+        body = self._call("PATCH", f"{self._objects('deals')}/{deal_id}", json_body={"properties": properties})
+        return Deal.model_validate(body)
+
+    def ensure_deal_property(
+        self, name: str, label: str | None = None, *, type: str = "string", field_type: str = "text",
+        group_name: str = "dealinformation",
+    ) -> bool:
+        """Create the custom deal property ``name`` if missing (e.g. ``qbo_invoice_id``).
+
+        Returns True when it was created, False when it already existed (409).
+        """
+        try:
+            self._call("POST", self._crm("properties", "deals"), json_body={
+                "name": name, "label": label or name, "type": type, "fieldType": field_type,
+                "groupName": group_name,
+            })
+            return True
+        except ApiValidationError as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    # -- associations
+    def deal_company_ids(self, deal_ids: Iterable[str]) -> dict[str, str]:
+        """Map deal id -> its company id (v4 associations; ``toObjectId`` numbers become strings).
+
+        The primary company (association type 5) wins over the default deal->company type 341;
+        deals without a company are absent from the result. Uses the v4 batch read
+        (``POST /crm/v4/associations/deals/companies/batch/read``, 100 ids per call) and falls
+        back to one ``GET /crm/v4/objects/deals/{id}/associations/companies`` per deal when the
+        batch endpoint is not available (404/405) or a deal's associations span several pages.
+        """
+        ids = list(dict.fromkeys(str(d) for d in deal_ids))
+        out: dict[str, str] = {}
+        pending: list[str] = []
+        if self._batch_associations:
+            for start in range(0, len(ids), ASSOC_BATCH):
+                chunk = ids[start:start + ASSOC_BATCH]
+                try:
+                    body = self._call("POST", "/crm/v4/associations/deals/companies/batch/read",
+                                      json_body={"inputs": [{"id": i} for i in chunk]})
+                except ApiValidationError as exc:
+                    if exc.status in (404, 405):
+                        self._batch_associations = False
+                        pending.extend(ids[start:])
+                        break
+                    raise
+                answered: set[str] = set()
+                for item in (body or {}).get("results") or []:
+                    if not isinstance(item, dict):
+                        continue
+                    from_id = str((item.get("from") or {}).get("id", ""))
+                    if not from_id:
+                        continue
+                    if isinstance(item.get("paging"), dict) and item["paging"].get("next"):
+                        continue  # more than one page of companies: read this deal on its own
+                    answered.add(from_id)
+                    company = pick_company([t for t in item.get("to") or [] if isinstance(t, dict)])
+                    if company is not None:
+                        out[from_id] = company
+                # ids in `errors` (no associations) are simply absent; unanswered ones are re-read
+                errored = _error_ids(body)
+                pending.extend(i for i in chunk if i not in answered and i not in errored)
+        else:
+            pending = ids
+        for deal_id in pending:
+            company = self._company_of(deal_id)
+            if company is not None:
+                out[deal_id] = company
+        return out
+
+    def _company_of(self, deal_id: str) -> str | None:
+        """Paginated: ``GET /crm/v4/objects/deals/{id}/associations/companies`` until no ``paging.next``."""
+        path = f"/crm/v4/objects/deals/{deal_id}/associations/companies"
+        after: str | None = None
+        links: list[dict[str, Any]] = []
+        while True:
+            params: dict[str, Any] = {"limit": 500}
+            if after is not None:
+                params["after"] = after
+            body = self._call("GET", path, params=params)
+            results = body.get("results") if isinstance(body, dict) else None
+            if isinstance(results, list):
+                links.extend(r for r in results if isinstance(r, dict))
+            after = _next_after(body)
+            if after is None:
+                break
+        return pick_company(links)
+
+
+def pick_company(links: Sequence[Mapping[str, Any]]) -> str | None:
+    """From v4 association results, the primary company (type 5), else type 341, else the first."""
+    best: tuple[int, str] | None = None
+    for link in links:
+        to_id = link.get("toObjectId", link.get("id"))
+        if to_id is None or isinstance(to_id, bool):
+            continue
+        to_text = str(int(to_id)) if not isinstance(to_id, str) else to_id
+        type_ids = {t.get("typeId") for t in link.get("associationTypes") or [] if isinstance(t, dict)}
+        rank = 0 if PRIMARY_COMPANY_TYPE_ID in type_ids else 1 if DEFAULT_COMPANY_TYPE_ID in type_ids else 2
+        if best is None or rank < best[0]:
+            best = (rank, to_text)
+    return best[1] if best else None
+
+
+def _error_ids(body: Any) -> set[str]:
+    """Ids named in a 207 batch response's ``errors[].context.ids`` (e.g. no associations)."""
+    out: set[str] = set()
+    if not isinstance(body, dict):
+        return out
+    for err in body.get("errors") or []:
+        ctx = err.get("context") if isinstance(err, dict) else None
+        if isinstance(ctx, dict):
+            for key in ("ids", "fromObjectId", "id"):
+                for value in ctx.get(key) or []:
+                    out.add(str(value))
+    return out
+
+
+def _next_after(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    paging = body.get("paging")
+    if not isinstance(paging, dict):
+        return None
+    nxt = paging.get("next")
+    if not isinstance(nxt, dict):
+        return None
+    after = nxt.get("after")
+    if after is None or after == "":
+        return None
+    return str(after)
+
+
+def _with_window(filter_groups: list[dict[str, Any]], lower: str | None) -> list[dict[str, Any]]:
+    if lower is None:
+        return filter_groups
+    window = {"propertyName": WINDOW_PROPERTY, "operator": "GTE", "value": lower}
+    if not filter_groups:
+        return [{"filters": [window]}]
+    return [{**g, "filters": [*(g.get("filters") or []), window]} for g in filter_groups]
+
+
+def _parse_unique(model: type[Deal] | type[Company], page: list[Any], entity: str,
+                  seen: set[str], result: FetchResult[Any]) -> None:
+    fresh = []
+    for raw in page:
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        if rid is not None:
+            if str(rid) in seen:
+                continue
+            seen.add(str(rid))
+        fresh.append(raw)
+    parse_records(model, fresh, system=SYSTEM, entity=entity, into=result)
+
+
+__all__ = ["HubSpotClient", "pick_company"]

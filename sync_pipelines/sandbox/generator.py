@@ -1,0 +1,379 @@
+"""Deterministic demo data: a small consulting firm's month in Harvest, HubSpot and QuickBooks.
+
+`generate_fixture(clients, entries, seed, month)` returns `(fixture, rules_yaml)`: a fixture in the
+DESIGN §4 format and a billing rules file in the DESIGN §5 syntax that prices it. The same
+arguments always give the same output. Entries are generated column-wise with numpy, so a
+million entries over a thousand clients take seconds.
+
+What it contains (so that tests can rely on it):
+- Harvest: `clients` clients; the first is "O'Brien & Sons", the second "Café Zürich GmbH"; the
+  last one has **no rules entry** (its time is "unassigned") and is also the QBO customer that is
+  inactive. Every client bills in USD (the QBO company is USD, multicurrency off).
+  1-3 projects per client (with codes), people, the tasks Design, Development, Project
+  Management and Meetings. Time entries: mostly in `month` on weekdays, a few in the previous
+  and next months and on weekends; hours with at most 2 decimals; about 10% non-billable;
+  exactly one running entry (in `month`).
+- Rules: `defaults` as in DESIGN §5; per client a base rate; some clients a dated rate (`from:`
+  inside the month), a task rate for Design, one client a person+task rate, some a 15-minute
+  rounding, a 10% discount, or `qbo: {item: "Consulting"}`. No retainers, caps or minimums.
+- QuickBooks: items Services, Consulting, Design Services (Service); terms Net 30, Net 15,
+  Due on receipt; class Consulting; one active customer named like the first rules client
+  ("O'Brien & Sons") and one inactive customer (the unassigned Harvest client).
+- HubSpot: one company per rules client, deals (some linked to a Harvest project through
+  `harvest_project_id`, some with `billing_hourly_rate` (closed before the month, so the rate
+  applies to the whole month) and `po_number`), deal->company associations (types 5 and 341).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from . import credentials
+from .fixture import DEFAULT_PREFERENCES
+
+FIRST = ["Jane", "Omar", "Priya", "Lukas", "Sofia", "Chen", "Amara", "Mateo", "Hannah", "Kenji", "Zoë", "Liam",
+         "Aisha", "Noah", "Elena", "Tomás", "Ingrid", "Ravi", "Grace", "Felix", "Maya", "Dmitri", "Chloé", "Sean"]
+LAST = ["Doe", "Haddad", "Raman", "Becker", "Rossi", "Wei", "Okafor", "García", "Schmidt", "Sato", "Müller", "Walsh",
+        "Khan", "Jensen", "Popescu", "Nakamura", "Larsen", "Iyer", "O'Connor", "Nguyen", "Silva", "Ivanov", "Dubois", "Brennan"]
+NAME_A = ["Acme", "Blue Harbor", "Northwind", "Cobalt", "Summit", "Redwood", "Lumen", "Granite", "Meridian", "Vertex",
+          "Harbor & Pine", "Silverline", "Orchard", "Keystone", "Atlas", "Beacon", "Cedar", "Juniper", "Polaris", "Quarry"]
+NAME_B = ["Corp", "Labs", "Partners", "Holdings", "Group", "Analytics", "Logistics", "Health", "Studios", "Foods",
+          "Energy", "Capital", "Systems", "Retail", "Media", "Robotics", "Outfitters", "Clinics", "Works", "Ventures"]
+SPECIAL = ["O'Brien & Sons", "Café Zürich GmbH"]
+TASKS = ["Design", "Development", "Project Management", "Meetings"]
+TASK_WEIGHTS = np.array([0.25, 0.45, 0.15, 0.15])
+STAGES = ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "contractsent", "closedwon", "closedlost"]
+COMMON_CENTI = np.array([25, 50, 75, 100, 110, 125, 150, 200, 233, 250, 300, 375, 400, 600, 750, 800])
+
+ITEM_IDS = {"Services": "1", "Consulting": "2", "Design Services": "3"}
+
+
+def _slug(name: str, used: set[str]) -> str:
+    import unicodedata
+
+    s = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    s = re.sub(r"[^a-z0-9]+", "_", s).strip("_") or "client"
+    base, n = s, 2
+    while s in used:
+        s = f"{base}_{n}"
+        n += 1
+    used.add(s)
+    return s
+
+
+def _hours_text(centi: int) -> Decimal:
+    # the way Harvest prints hours: 1.1, 2.33, 7.5, 1.0
+    whole, frac = divmod(int(centi), 100)
+    if frac == 0:
+        return Decimal(f"{whole}.0")
+    return Decimal(f"{whole}.{frac:02d}".rstrip("0"))
+
+
+def _money(v: int) -> str:
+    return f"{v}.00"
+
+
+def generate_fixture(clients: int, entries: int, seed: int, month: str) -> tuple[dict, str]:
+    """Generate a realistic fixture and a matching rules YAML, deterministic for `seed`.
+
+    Args:
+        clients: number of Harvest clients (>= 2; the last one has no rules entry).
+        entries: number of Harvest time entries (>= 1).
+        seed: random seed; the same arguments give the same output.
+        month: the billing month "YYYY-MM" most entries fall in.
+    """
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+    if clients < 2:
+        raise ValueError("clients must be at least 2 (one of them is left without rules)")
+    if entries < 1:
+        raise ValueError("entries must be at least 1")
+    rng = np.random.default_rng(seed)
+    year, mon = int(month[:4]), int(month[5:])
+    first = dt.date(year, mon, 1)
+    last = dt.date(year, mon, calendar.monthrange(year, mon)[1])
+    prev_last = first - dt.timedelta(days=1)
+    prev_first = prev_last.replace(day=1)
+    next_first = last + dt.timedelta(days=1)
+    next_last = next_first.replace(day=calendar.monthrange(next_first.year, next_first.month)[1])
+    stamp = dt.datetime(first.year, first.month, 1, 9, 0, tzinfo=dt.timezone.utc) - dt.timedelta(days=400)
+    created_at = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    # ------------------------------------------------------------------ people and tasks
+    n_users = int(min(300, max(4, clients * 2)))
+    users = []
+    used_people: set[str] = set()
+    for i in range(n_users):
+        fn, ln = FIRST[i % len(FIRST)], LAST[(i * 7 + i // len(FIRST)) % len(LAST)]
+        if f"{fn} {ln}" in used_people:
+            ln = f"{ln}-{i}"
+        used_people.add(f"{fn} {ln}")
+        users.append({"id": 4_100_000 + i, "first_name": fn, "last_name": ln, "email": f"user{i}@example-firm.test",
+                      "is_active": True, "is_contractor": bool(i % 9 == 8), "timezone": "Eastern Time (US & Canada)",
+                      "weekly_capacity": 144000, "default_hourly_rate": Decimal(150 + 10 * (i % 6)),
+                      "cost_rate": Decimal(60 + 5 * (i % 5)), "roles": [], "created_at": created_at, "updated_at": created_at})
+    tasks = [{"id": 8_200_000 + i, "name": t, "billable_by_default": t != "Meetings", "default_hourly_rate": Decimal(150),
+              "is_default": True, "is_active": True, "created_at": created_at, "updated_at": created_at}
+             for i, t in enumerate(TASKS)]
+
+    # ------------------------------------------------------------------ clients and projects
+    used_names: set[str] = set()
+    names = []
+    for i in range(clients):
+        if i < len(SPECIAL):
+            nm = SPECIAL[i]
+        else:
+            nm = f"{NAME_A[int(rng.integers(len(NAME_A)))]} {NAME_B[int(rng.integers(len(NAME_B)))]}"
+            k = 2
+            base = nm
+            while nm in used_names:
+                nm = f"{base} {k}"
+                k += 1
+        used_names.add(nm)
+        names.append(nm)
+    h_clients, projects = [], []
+    proj_client: list[int] = []
+    for i, nm in enumerate(names):
+        cid = 5_700_000 + i
+        h_clients.append({"id": cid, "name": nm, "is_active": True, "address": None, "statement_key": f"{cid:x}",
+                          "currency": "USD", "created_at": created_at, "updated_at": created_at})
+        n_proj = 1 + int(rng.integers(3))
+        prefix = re.sub(r"[^A-Z]", "", nm.upper())[:3] or "PRJ"
+        for j in range(n_proj):
+            pid = 6_300_000 + len(projects)
+            projects.append({"id": pid, "name": ["Website Redesign", "Data Platform", "Mobile App", "Retainer Support",
+                                                 "Brand Refresh", "ERP Integration"][(i + j) % 6],
+                             "code": f"{prefix}-{i + 1:03d}-{j + 1}", "is_active": True, "is_billable": True,
+                             "is_fixed_fee": False, "bill_by": "Project", "hourly_rate": Decimal(150), "budget": None,
+                             "budget_by": "none", "budget_is_monthly": False, "notes": "", "starts_on": None, "ends_on": None,
+                             "client": {"id": cid, "name": nm, "currency": "USD"},
+                             "created_at": created_at, "updated_at": created_at})
+            proj_client.append(i)
+    n_proj_total = len(projects)
+    proj_client_arr = np.array(proj_client)
+    client_projects: list[list[int]] = [[] for _ in range(clients)]
+    for p, c in enumerate(proj_client):
+        client_projects[c].append(p)
+    # a stable team (3-5 people) per client
+    team = [rng.choice(n_users, size=min(n_users, 3 + int(rng.integers(3))), replace=False) for _ in range(clients)]
+
+    # ------------------------------------------------------------------ entries (column-wise)
+    weights = 1.0 / np.arange(1, clients + 1) ** 0.6
+    weights = weights[rng.permutation(clients)]
+    weights /= weights.sum()
+    e_client = rng.choice(clients, size=entries, p=weights)
+    proj_pick = rng.random(entries)
+    n_cp = np.array([len(client_projects[c]) for c in range(clients)])
+    first_proj = np.array([client_projects[c][0] for c in range(clients)])
+    e_project = first_proj[e_client] + (proj_pick * n_cp[e_client]).astype(np.int64)
+    team_size = np.array([len(t) for t in team])
+    team_flat = np.concatenate(team)
+    team_off = np.concatenate([[0], np.cumsum(team_size)[:-1]])
+    e_user = team_flat[team_off[e_client] + (rng.random(entries) * team_size[e_client]).astype(np.int64)]
+    e_task = rng.choice(len(TASKS), size=entries, p=TASK_WEIGHTS)
+    # dates: ~94% in the month (weekdays mostly), ~3% previous month, ~3% next month
+    which = rng.random(entries)
+
+    def day_pool(a: dt.date, b: dt.date) -> tuple[np.ndarray, np.ndarray]:
+        days = [a + dt.timedelta(days=k) for k in range((b - a).days + 1)]
+        w = np.array([1.0 if d.weekday() < 5 else 0.04 for d in days])
+        return np.array([d.toordinal() for d in days]), w / w.sum()
+
+    pools = [day_pool(first, last), day_pool(prev_first, prev_last), day_pool(next_first, next_last)]
+    e_ord = np.empty(entries, dtype=np.int64)
+    masks = [which < 0.94, (which >= 0.94) & (which < 0.97), which >= 0.97]
+    for (ords, w), m in zip(pools, masks):
+        k = int(m.sum())
+        if k:
+            e_ord[m] = rng.choice(ords, size=k, p=w)
+    common = rng.random(entries) < 0.6
+    e_centi = np.where(common, COMMON_CENTI[rng.integers(len(COMMON_CENTI), size=entries)], rng.integers(5, 801, size=entries))
+    e_billable = rng.random(entries) >= 0.10
+    e_billable &= ~((e_task == 3) & (rng.random(entries) < 0.5))  # some meetings are never billable
+    # ids ascend with the date, like a timesheet filled day by day
+    order = np.lexsort((rng.random(entries), e_ord))
+    e_client, e_project, e_user, e_task, e_ord, e_centi, e_billable = (
+        a[order] for a in (e_client, e_project, e_user, e_task, e_ord, e_centi, e_billable))
+    e_running = np.zeros(entries, dtype=bool)
+    in_month = np.nonzero((e_ord >= first.toordinal()) & (e_ord <= last.toordinal()))[0]
+    if len(in_month):
+        e_running[in_month[-1]] = True
+
+    # ------------------------------------------------------------------ rules
+    rules_clients = clients - 1  # the last client has no rules entry
+    slugs: list[str] = []
+    used_slugs: set[str] = set()
+    for i in range(rules_clients):
+        slugs.append(_slug(names[i], used_slugs))
+    base_rate = [int(rng.choice([125, 135, 150, 165, 175, 190, 200, 225])) for _ in range(clients)]
+    person_task_client = 0 if rules_clients > 0 else -1
+
+    # shared sub-objects (Harvest data is read-only in the sandbox, so sharing is safe)
+    user_ref = [{"id": u["id"], "name": f"{u['first_name']} {u['last_name']}"} for u in users]
+    client_ref = [{"id": c["id"], "name": c["name"], "currency": c["currency"]} for c in h_clients]
+    project_ref = [{"id": p["id"], "name": p["name"], "code": p["code"]} for p in projects]
+    task_ref = [{"id": t["id"], "name": t["name"]} for t in tasks]
+    date_text = {int(o): dt.date.fromordinal(int(o)).isoformat() for o in np.unique(e_ord)}
+    hours_cache: dict[int, Decimal] = {}
+    ua_cache: dict[tuple[int, int], dict] = {}
+    ta_cache: dict[tuple[int, int], dict] = {}
+    rate_dec = {r: Decimal(f"{r}.0") for r in set(base_rate)}
+    notes_pool = ["", "Client call", "Sprint work", "Wireframes", "Code review", "Status meeting", "Bug fixes",
+                  "Workshop prep", "Deployment", "Research"]
+    notes_idx = rng.integers(len(notes_pool), size=entries)
+
+    time_entries: list[dict[str, Any]] = []
+    append = time_entries.append
+    id0 = 2_600_000_000
+    cl_l, pr_l, us_l, tk_l, od_l, ce_l, bi_l, ru_l, no_l = (a.tolist() for a in (
+        e_client, e_project, e_user, e_task, e_ord, e_centi, e_billable, e_running, notes_idx))
+    for k in range(entries):
+        c, p, u, t, o, cent, bill, run = cl_l[k], pr_l[k], us_l[k], tk_l[k], od_l[k], ce_l[k], bi_l[k], ru_l[k]
+        hrs = hours_cache.get(cent)
+        if hrs is None:
+            hrs = hours_cache[cent] = _hours_text(cent)
+        ua = ua_cache.get((p, u))
+        if ua is None:
+            ua = ua_cache[(p, u)] = {"id": 9_000_000 + len(ua_cache), "is_project_manager": False, "is_active": True,
+                                     "budget": None, "created_at": created_at, "updated_at": created_at, "hourly_rate": None}
+        ta = ta_cache.get((p, t))
+        if ta is None:
+            ta = ta_cache[(p, t)] = {"id": 9_500_000 + len(ta_cache), "billable": t != 3, "is_active": True,
+                                     "created_at": created_at, "updated_at": created_at,
+                                     "hourly_rate": rate_dec[base_rate[c]], "budget": None}
+        spent = date_text[o]
+        ts = spent + "T18:00:00Z"
+        note = notes_pool[no_l[k]]
+        append({
+            "id": id0 + k, "spent_date": spent, "hours": hrs, "hours_without_timer": hrs, "rounded_hours": hrs,
+            "notes": note or None, "is_locked": False, "locked_reason": None, "is_closed": False, "is_billed": False,
+            "timer_started_at": ts if run else None, "started_time": "9:00am" if run else None, "ended_time": None,
+            "is_running": run, "billable": bill, "budgeted": False,
+            "billable_rate": rate_dec[base_rate[c]] if bill else None, "cost_rate": Decimal("60.0"),
+            "created_at": ts, "updated_at": ts,
+            "user": user_ref[u], "client": client_ref[c], "project": project_ref[p], "task": task_ref[t],
+            "user_assignment": ua, "task_assignment": ta, "invoice": None, "external_reference": None,
+        })
+
+    # ------------------------------------------------------------------ HubSpot
+    companies, deals, associations = [], [], []
+    hs_ts = (dt.datetime(first.year, first.month, 1, tzinfo=dt.timezone.utc) - dt.timedelta(days=120))
+    for i in range(rules_clients):
+        coid = str(31_000_000_000 + i)
+        nm = names[i]
+        companies.append({"id": coid, "properties": {
+            "name": nm, "domain": _slug(nm, set()).replace("_", "") + ".example", "createdate": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "hs_lastmodifieddate": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "hs_object_id": coid},
+            "createdAt": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "updatedAt": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "archived": False})
+    n_deals = 0
+    for i in range(rules_clients):
+        for j, p in enumerate(client_projects[i]):
+            r = rng.random()
+            if j > 0 and r < 0.5:
+                continue
+            did = str(42_000_000_000 + n_deals)
+            n_deals += 1
+            created = hs_ts + dt.timedelta(days=int(rng.integers(0, 60)), hours=int(rng.integers(0, 23)))
+            closed = created + dt.timedelta(days=int(rng.integers(5, 50)))
+            linked = r < 0.7
+            props: dict[str, Any] = {
+                "dealname": f"{names[i]} - {projects[p]['name']}", "amount": _money(int(rng.integers(10, 200)) * 500),
+                "dealstage": "closedwon" if linked else STAGES[int(rng.integers(len(STAGES)))],
+                "pipeline": "default", "createdate": created.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "closedate": closed.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "hs_lastmodifieddate": closed.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "hs_object_id": did,
+                "deal_currency_code": "USD", "harvest_project_id": None, "billing_hourly_rate": None, "po_number": None,
+            }
+            if linked:
+                props["harvest_project_id"] = str(projects[p]["id"])
+                if rng.random() < 0.35 and i != person_task_client:
+                    rate = base_rate[i] + 15
+                    props["billing_hourly_rate"] = _money(rate)
+                if rng.random() < 0.5:
+                    po = f"PO-{int(rng.integers(10000, 99999))}"
+                    props["po_number"] = po
+            deals.append({"id": did, "properties": props, "createdAt": props["createdate"],
+                          "updatedAt": props["hs_lastmodifieddate"], "archived": False})
+            for type_id in (5, 341):
+                associations.append({"from_type": "deals", "from_id": did, "to_type": "companies",
+                                     "to_id": companies[i]["id"], "type_id": type_id})
+
+    # ------------------------------------------------------------------ QuickBooks
+    qbo_ts = (dt.datetime(first.year, first.month, 1) - dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S-08:00")
+    meta = {"CreateTime": qbo_ts, "LastUpdatedTime": qbo_ts}
+    income = {"value": "79", "name": "Services"}
+    items = [{"Id": iid, "Name": nm, "FullyQualifiedName": nm, "Type": "Service", "Active": True, "Taxable": False,
+              "UnitPrice": 0, "IncomeAccountRef": income, "domain": "QBO", "sparse": False, "SyncToken": "0", "MetaData": dict(meta)}
+             for nm, iid in ITEM_IDS.items()]
+    terms = [{"Id": tid, "Name": nm, "Type": "STANDARD", "DueDays": days, "DiscountDays": 0, "Active": True,
+              "domain": "QBO", "sparse": False, "SyncToken": "0", "MetaData": dict(meta)}
+             for tid, nm, days in (("4", "Net 30", 30), ("5", "Net 15", 15), ("6", "Due on receipt", 0))]
+    classes = [{"Id": "7", "Name": "Consulting", "FullyQualifiedName": "Consulting", "SubClass": False, "Active": True,
+                "domain": "QBO", "sparse": False, "SyncToken": "0", "MetaData": dict(meta)}]
+
+    def customer(cid: str, name: str, active: bool) -> dict:
+        return {"Id": cid, "SyncToken": "0", "domain": "QBO", "sparse": False, "DisplayName": name,
+                "FullyQualifiedName": name, "PrintOnCheckName": name, "CompanyName": name, "Active": active,
+                "Taxable": False, "Job": False, "BillWithParent": False, "Balance": Decimal("0.00"),
+                "BalanceWithJobs": Decimal("0.00"), "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
+                "PreferredDeliveryMethod": "Print", "IsProject": False, "MetaData": dict(meta)}
+
+    customers = [customer("58", names[0], True), customer("59", names[-1], False)]
+    prefs = json.loads(json.dumps(DEFAULT_PREFERENCES))
+    prefs["SalesFormsPrefs"]["DefaultTerms"] = {"value": "4"}
+
+    fixture = {
+        "harvest": {"clients": h_clients, "projects": projects, "users": users, "tasks": tasks, "time_entries": time_entries},
+        "hubspot": {"companies": companies, "deals": deals, "line_items": [], "associations": associations},
+        "quickbooks": {"realm_id": credentials.QBO_REALM_ID, "preferences": prefs, "customers": customers,
+                       "items": items, "classes": classes, "terms": terms, "invoices": []},
+    }
+
+    # ------------------------------------------------------------------ rules YAML (DESIGN §5 syntax)
+    def q(s: str) -> str:
+        return json.dumps(s, ensure_ascii=False)
+
+    mid = first + dt.timedelta(days=14)
+    out = [
+        "# Generated by sync-pipelines sandbox generate "
+        f"(clients={clients}, entries={entries}, seed={seed}, month={month}).",
+        f"# Harvest client {h_clients[-1]['id']} ({names[-1]}) deliberately has no rules entry: its time is unassigned.",
+        "version: 1",
+        "firm: {timezone: America/New_York, home_currency: USD}",
+        "defaults:",
+        "  rounding: {increment_minutes: 6, mode: up, scope: entry}",
+        '  invoice: {group_by: client, line_detail: task, terms: "Net 30"}',
+        '  qbo: {item: "Services"}',
+        "clients:",
+    ]
+    for i in range(rules_clients):
+        r = rng.random(6)
+        out.append(f"  {slugs[i]}:")
+        out.append(f"    harvest_client_id: {h_clients[i]['id']}")
+        out.append(f"    qbo_customer: {q(names[i])}")
+        out.append(f"    hubspot_company_id: {q(companies[i]['id'])}")
+        out.append("    currency: USD")
+        out.append("    rates:")
+        out.append(f"      - {{rate: {_money(base_rate[i])}}}")
+        if r[0] < 0.35:
+            out.append(f"      - {{rate: {_money(base_rate[i] + 10)}, from: {mid.isoformat()}}}")
+        if r[1] < 0.5 or i == person_task_client:
+            out.append(f'      - {{rate: {_money(base_rate[i] + 25)}, task: "Design"}}')
+        if i == person_task_client:
+            person = users[int(team[i][0])]
+            out.append(f'      - {{rate: {_money(base_rate[i] + 75)}, person: {q(person["first_name"] + " " + person["last_name"])}, task: "Design"}}')
+        if r[2] < 0.3:
+            out.append("    rounding: {increment_minutes: 15, mode: up, scope: entry}")
+        if r[3] < 0.25:
+            out.append("    discount: {percent: 10}")
+        if r[4] < 0.3:
+            out.append('    qbo: {item: "Consulting"}')
+    rules_yaml = "\n".join(out) + "\n"
+    return fixture, rules_yaml

@@ -1,0 +1,378 @@
+"""HubSpot CRM v3/v4 (api-contracts §2): objects, search, deal updates, associations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+from . import credentials
+from .http import Req, Resp, iso_z, new_uuid
+from .state import SandboxState
+
+OBJECT_TYPES = ("deals", "companies", "line_items")
+DEFAULT_PROPERTIES = {
+    "deals": ("amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id", "pipeline"),
+    "companies": ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"),
+    "line_items": ("amount", "createdate", "hs_lastmodifieddate", "hs_object_id", "hs_product_id", "hs_sku", "name", "price", "quantity"),
+}
+ALWAYS = ("createdate", "hs_lastmodifieddate", "hs_object_id")
+READ_ONLY = ("hs_object_id", "createdate", "hs_lastmodifieddate")
+SEARCH_CAP = 10_000
+TYPE_LABELS = {5: "Primary", 1: "Primary", 3: None, 341: None, 342: None, 19: None, 20: None}
+
+
+def error(status: int, category: str, message: str, **extra: Any) -> Resp:
+    body = {"status": "error", "message": message, "correlationId": new_uuid(), "category": category}
+    body.update(extra)
+    return Resp(status, body)
+
+
+def check_auth(req: Req) -> Resp | None:
+    auth = req.headers.get("authorization", "")
+    if auth[:7].lower() != "bearer " or auth[7:].strip() != credentials.HUBSPOT_ACCESS_TOKEN:
+        if not auth:
+            msg = ("Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
+                   "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview")
+        else:
+            msg = "Authentication credentials are invalid. The access token used to make this call is not recognized."
+        return error(401, "INVALID_AUTHENTICATION", msg)
+    return None
+
+
+def _props_param(req: Req) -> list[str] | None:
+    vals = req.q_all("properties")
+    if not vals:
+        return None
+    out: list[str] = []
+    for v in vals:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
+
+
+def _created(rec: dict) -> str:
+    return rec.get("createdAt") or rec["properties"].get("createdate") or "2020-01-01T00:00:00.000Z"
+
+
+def render(otype: str, rec: dict, props: list[str] | None, assoc: list[str] | None = None, st: SandboxState | None = None) -> dict:
+    names = list(props) if props else list(DEFAULT_PROPERTIES[otype])
+    for a in ALWAYS:
+        if a not in names:
+            names.append(a)
+    p = rec["properties"]
+    out: dict[str, Any] = {
+        "id": rec["id"],
+        "properties": {n: p.get(n) for n in names},
+        "createdAt": _created(rec),
+        "updatedAt": rec.get("updatedAt") or p.get("hs_lastmodifieddate") or _created(rec),
+        "archived": bool(rec.get("archived", False)),
+    }
+    if assoc and st is not None:
+        block: dict[str, Any] = {}
+        for to in assoc:
+            ids = []
+            for a in st.associations:
+                if a["from_type"] == otype and a["from_id"] == rec["id"] and a["to_type"] == to:
+                    ids.append({"id": a["to_id"], "type": f"{otype[:-1]}_to_{to[:-1]}" if a["type_id"] != 5 else f"{otype[:-1]}_to_{to[:-1]}_primary"})
+                elif a["to_type"] == otype and a["to_id"] == rec["id"] and a["from_type"] == to:
+                    ids.append({"id": a["from_id"], "type": f"{otype[:-1]}_to_{to[:-1]}"})
+            if ids:
+                block[to] = {"results": ids}
+        if block:
+            out["associations"] = block
+    return out
+
+
+def _limit(req: Req, default: int, maximum: int) -> tuple[int, Resp | None]:
+    v = req.q("limit")
+    if v in (None, ""):
+        return default, None
+    if not re.fullmatch(r"\d+", v) or not (1 <= int(v) <= maximum):
+        return 0, error(400, "VALIDATION_ERROR", f"limit must be between 1 and {maximum}, got {v}")
+    return int(v), None
+
+
+def list_objects(otype: str) -> Callable[[SandboxState, Req], Resp]:
+    def handler(st: SandboxState, req: Req) -> Resp:
+        limit, err = _limit(req, 10, 100)
+        if err:
+            return err
+        if (req.q("archived") or "false").lower() == "true":
+            return Resp(200, {"results": []})
+        after = req.q("after")
+        recs = list(st.hubspot[otype].values())  # ordered by numeric id
+        if after:
+            if not re.fullmatch(r"\d+", after):
+                return error(400, "VALIDATION_ERROR", f"Invalid input: after={after!r} is not a valid paging cursor")
+            a = int(after)
+            recs = [r for r in recs if int(r["id"]) >= a]
+        page = recs[:limit]
+        props = _props_param(req)
+        assoc = [x.strip() for v in req.q_all("associations") for x in v.split(",") if x.strip()]
+        body: dict[str, Any] = {"results": [render(otype, r, props, assoc, st) for r in page]}
+        if len(recs) > limit:
+            nxt = recs[limit]["id"]
+            keep = [(k, v) for k, v in req.query if k != "after"] + [("after", nxt)]
+            body["paging"] = {"next": {"after": nxt, "link": req.url_with(req.path, keep)}}
+        return Resp(200, body)
+
+    return handler
+
+
+def get_object(otype: str) -> Callable[..., Resp]:
+    def handler(st: SandboxState, req: Req, id: str) -> Resp:
+        rec = st.hubspot[otype].get(id)
+        if rec is None:
+            return error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.", context={"id": [id]})
+        assoc = [x.strip() for v in req.q_all("associations") for x in v.split(",") if x.strip()]
+        return Resp(200, render(otype, rec, _props_param(req), assoc, st))
+
+    return handler
+
+
+# ---------------------------------------------------------------------------- search
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _as_ms(v: str) -> int | None:
+    if re.fullmatch(r"-?\d{10,}", v):
+        return int(v)
+    if _ISO.match(v):
+        try:
+            d = dt.datetime.fromisoformat(v.replace("Z", "+00:00")) if "T" in v else dt.datetime.fromisoformat(v + "T00:00:00+00:00")
+        except ValueError:
+            return None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=dt.timezone.utc)
+        return int(d.timestamp() * 1000)
+    return None
+
+
+def _typed(prop_value: str, filter_value: Any) -> tuple[Any, Any]:
+    fv = str(filter_value).lower() if isinstance(filter_value, bool) else str(filter_value)
+    if _ISO.match(prop_value):
+        a, b = _as_ms(prop_value), _as_ms(fv)
+        if a is not None and b is not None:
+            return a, b
+    try:
+        return Decimal(prop_value), Decimal(fv)
+    except InvalidOperation:
+        return prop_value.lower(), fv.lower()
+
+
+def _filter_ok(rec: dict, f: dict) -> bool:
+    name, op = f.get("propertyName"), (f.get("operator") or "EQ").upper()
+    v = rec["properties"].get(name)
+    if name == "hs_object_id":
+        v = rec["id"]
+    has = v is not None and v != ""
+    if op == "HAS_PROPERTY":
+        return has
+    if op == "NOT_HAS_PROPERTY":
+        return not has
+    if op in ("IN", "NOT_IN"):
+        vals = f.get("values") or []
+        hit = has and any(_typed(v, x)[0] == _typed(v, x)[1] for x in vals)
+        return hit if op == "IN" else not hit
+    if op in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
+        tok = str(f.get("value", "")).lower().strip("*")
+        hit = has and tok in v.lower()
+        return hit if op == "CONTAINS_TOKEN" else not hit
+    if not has:
+        return op == "NEQ"
+    a, b = _typed(v, f.get("value", ""))
+    try:
+        if op == "EQ":
+            return a == b
+        if op == "NEQ":
+            return a != b
+        if op == "LT":
+            return a < b
+        if op == "LTE":
+            return a <= b
+        if op == "GT":
+            return a > b
+        if op == "GTE":
+            return a >= b
+        if op == "BETWEEN":
+            _, hi = _typed(v, f.get("highValue", ""))
+            return b <= a <= hi
+    except TypeError:
+        return False
+    return False
+
+
+OPERATORS = {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY", "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"}
+
+
+def search(otype: str) -> Callable[[SandboxState, Req], Resp]:
+    def handler(st: SandboxState, req: Req) -> Resp:
+        try:
+            body = json.loads(req.body or b"{}")
+        except ValueError:
+            return error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+        if not isinstance(body, dict):
+            return error(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+        groups = body.get("filterGroups") or []
+        if len(groups) > 5:
+            return error(400, "VALIDATION_ERROR", "Too many filter groups: at most 5 are allowed")
+        total_filters = 0
+        for g in groups:
+            fs = g.get("filters") or []
+            total_filters += len(fs)
+            if len(fs) > 10:
+                return error(400, "VALIDATION_ERROR", "Too many filters in a group: at most 10 are allowed")
+            for f in fs:
+                if (f.get("operator") or "EQ").upper() not in OPERATORS:
+                    return error(400, "VALIDATION_ERROR", f"Invalid operator {f.get('operator')!r}")
+                if not f.get("propertyName"):
+                    return error(400, "VALIDATION_ERROR", "filter is missing propertyName")
+        if total_filters > 25:
+            return error(400, "VALIDATION_ERROR", "Too many filters: at most 25 are allowed")
+        sorts = body.get("sorts") or []
+        if len(sorts) > 1:
+            return error(400, "VALIDATION_ERROR", "Only one sort is supported")
+        limit = body.get("limit", 10)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not (1 <= limit <= 200):
+            return error(400, "VALIDATION_ERROR", f"limit must be between 1 and 200, got {limit!r}")
+        after_raw = body.get("after") or "0"
+        if not re.fullmatch(r"\d+", str(after_raw)):
+            return error(400, "VALIDATION_ERROR", f"Invalid after {after_raw!r}")
+        after = int(after_raw)
+        if after >= SEARCH_CAP or after + limit > SEARCH_CAP:
+            return error(400, "VALIDATION_ERROR",
+                         f"There was a problem with the request: the search API can return at most {SEARCH_CAP} results (after={after}, limit={limit})")
+        recs = [r for r in st.hubspot[otype].values() if not r.get("archived")]
+        if groups:
+            recs = [r for r in recs if any(all(_filter_ok(r, f) for f in (g.get("filters") or [])) for g in groups)]
+        if sorts:
+            s = sorts[0]
+            name = s.get("propertyName")
+            desc = (s.get("direction") or "ASCENDING").upper() == "DESCENDING"
+
+            def key(r: dict) -> tuple:
+                v = r["id"] if name == "hs_object_id" else r["properties"].get(name)
+                if v is None or v == "":
+                    return (1, 0, "")
+                ms = _as_ms(v) if _ISO.match(v) else None
+                if ms is not None:
+                    return (0, ms, "")
+                try:
+                    return (0, Decimal(v), "")
+                except InvalidOperation:
+                    return (0, 0, v.lower())
+
+            recs.sort(key=key, reverse=desc)
+        else:
+            recs.sort(key=lambda r: int(r["id"]))
+        total = len(recs)
+        page = recs[after : after + limit]
+        props = body.get("properties") or None
+        out: dict[str, Any] = {"total": total, "results": [render(otype, r, props) for r in page]}
+        if after + limit < total:
+            nxt = str(after + limit)
+            out["paging"] = {"next": {"after": nxt, "link": f"?after={nxt}"}}
+        return Resp(200, out)
+
+    return handler
+
+
+# ---------------------------------------------------------------------------- update
+def _to_str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, Decimal)):
+        return str(v)
+    return str(v)
+
+
+def update_deal(st: SandboxState, req: Req, id: str) -> Resp:
+    rec = st.hubspot["deals"].get(id)
+    if rec is None:
+        return error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.", context={"id": [id]})
+    try:
+        from sync_pipelines import money
+
+        body = money.loads(req.body or b"{}")
+    except ValueError:
+        return error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+    props = body.get("properties") if isinstance(body, dict) else None
+    if not isinstance(props, dict):
+        return error(400, "VALIDATION_ERROR", "Invalid input JSON: properties must be an object")
+    problems = []
+    for k in props:
+        if k not in st.defined_deal_properties:
+            problems.append({"message": f'Property "{k}" does not exist', "code": "PROPERTY_DOESNT_EXIST",
+                             "context": {"propertyName": [k]}})
+        elif k in READ_ONLY:
+            problems.append({"message": f'"{k}" is a read only property; its value cannot be set.', "code": "READ_ONLY_VALUE",
+                             "context": {"propertyName": [k]}})
+    if problems:
+        detail = ", ".join(
+            json.dumps({"isValid": False, "message": p["message"], "error": p["code"], "name": p["context"]["propertyName"][0]})
+            for p in problems
+        )
+        return error(400, "VALIDATION_ERROR", f"Property values were not valid: [{detail}]", errors=problems)
+    now = iso_z()
+    for k, v in props.items():
+        new = _to_str(v)
+        if rec["properties"].get(k) != new:
+            st.hubspot_event("deals", rec["id"], k, new)
+        rec["properties"][k] = new
+    rec["properties"]["hs_lastmodifieddate"] = now
+    rec["updatedAt"] = now
+    st.touch("hubspot")
+    names = list(DEFAULT_PROPERTIES["deals"]) + [k for k in props if k not in DEFAULT_PROPERTIES["deals"]]
+    return Resp(200, render("deals", rec, names), mutated=True)
+
+
+def define_deal_property(st: SandboxState, req: Req) -> Resp:
+    try:
+        body = json.loads(req.body or b"{}")
+    except ValueError:
+        return error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        return error(400, "VALIDATION_ERROR", "Property name must be lowercase letters, digits and underscores")
+    if name in st.defined_deal_properties:
+        return error(409, "OBJECT_ALREADY_EXISTS", f"A property named '{name}' already exists.")
+    st.defined_deal_properties.add(name)
+    now = iso_z()
+    out = {"name": name, "label": body.get("label", name), "type": body.get("type", "string"),
+           "fieldType": body.get("fieldType", "text"), "groupName": body.get("groupName", "dealinformation"),
+           "createdAt": now, "updatedAt": now, "archived": False}
+    return Resp(201, out, mutated=True)
+
+
+# ---------------------------------------------------------------------------- v4 associations
+def associations_v4(st: SandboxState, req: Req, from_type: str, id: str, to_type: str) -> Resp:
+    if from_type not in st.hubspot or to_type not in st.hubspot:
+        return error(400, "VALIDATION_ERROR", f"Unknown object type {from_type if from_type not in st.hubspot else to_type!r}")
+    if id not in st.hubspot[from_type]:
+        return error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.", context={"id": [id]})
+    by_target: dict[str, list[dict]] = {}
+    for a in st.associations:
+        if a["from_type"] == from_type and a["from_id"] == id and a["to_type"] == to_type:
+            by_target.setdefault(a["to_id"], []).append(
+                {"category": a.get("category", "HUBSPOT_DEFINED"), "typeId": a["type_id"], "label": a.get("label", TYPE_LABELS.get(a["type_id"]))}
+            )
+    results = [{"toObjectId": int(t), "associationTypes": types} for t, types in sorted(by_target.items(), key=lambda kv: int(kv[0]))]
+    return Resp(200, {"results": results})
+
+
+ROUTES: list[tuple[str, str, Callable[..., Resp]]] = []
+for _t in OBJECT_TYPES:
+    ROUTES += [
+        ("GET", rf"/crm/v3/objects/{_t}", list_objects(_t)),
+        ("POST", rf"/crm/v3/objects/{_t}/search", search(_t)),
+        ("GET", rf"/crm/v3/objects/{_t}/(?P<id>\d+)", get_object(_t)),
+    ]
+ROUTES += [
+    ("PATCH", r"/crm/v3/objects/deals/(?P<id>\d+)", update_deal),
+    ("POST", r"/crm/v3/properties/deals", define_deal_property),
+    ("GET", r"/crm/v4/objects/(?P<from_type>[a-z_]+)/(?P<id>\d+)/associations/(?P<to_type>[a-z_]+)", associations_v4),
+]

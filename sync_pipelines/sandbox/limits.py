@@ -1,0 +1,131 @@
+"""Rate limits (real numbers by default) and fault injection for the sandbox."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+APIS = ("quickbooks", "harvest", "hubspot")
+
+
+@dataclass
+class RateLimits:
+    """Per-API limits; ``None`` disables one. Defaults are the real published numbers."""
+
+    qbo_per_minute: int | None = 500  # per realm
+    qbo_in_flight: int | None = 10  # concurrent requests per realm
+    qbo_batch_per_minute: int | None = 40  # batch requests per realm (+app)
+    harvest_per_15s: int | None = 100
+    hubspot_per_10s: int | None = 100
+    hubspot_search_per_s: int | None = 5
+
+    @classmethod
+    def off(cls) -> "RateLimits":
+        return cls(**{f.name: None for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def coerce(cls, value: "RateLimits | dict | str | None") -> "RateLimits":
+        if value is None or value == "off":
+            return cls.off()
+        if value == "real":
+            return cls()
+        if isinstance(value, RateLimits):
+            return dataclasses.replace(value)
+        if isinstance(value, dict):
+            names = {f.name for f in dataclasses.fields(cls)}
+            bad = [k for k in value if k not in names]
+            if bad:
+                raise ValueError(f"unknown rate limit(s) {bad}; known: {sorted(names)}")
+            return dataclasses.replace(cls(), **value)
+        raise TypeError(f"rate_limits: expected RateLimits, dict, 'real', 'off' or None, got {value!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class SlidingWindow:
+    def __init__(self) -> None:
+        self.hits: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.lock = threading.Lock()
+
+    def take(self, key: str, limit: int | None, window_s: float) -> tuple[bool, int, float]:
+        """Record a hit if allowed. Returns (allowed, remaining, seconds until a slot frees)."""
+        if limit is None:
+            return True, -1, 0.0
+        now = time.monotonic()
+        with self.lock:
+            dq = self.hits[key]
+            while dq and dq[0] <= now - window_s:
+                dq.popleft()
+            if len(dq) >= limit:
+                return False, 0, max(0.0, dq[0] + window_s - now)
+            dq.append(now)
+            return True, limit - len(dq), 0.0
+
+    def clear(self) -> None:
+        with self.lock:
+            self.hits.clear()
+
+
+def retry_after_s(wait: float) -> str:
+    return str(max(1, math.ceil(wait)))
+
+
+@dataclass
+class FaultConfig:
+    """Random faults for one API. Rates are probabilities in [0, 1] checked in this order."""
+
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_503: float = 0.0
+    rate_timeout: float = 0.0  # hold the request `timeout_ms`, then answer 504 without executing it
+    rate_lost_response: float = 0.0  # execute a mutating request, then answer 502 (response lost after commit)
+    latency_ms: int = 0
+    timeout_ms: int = 30_000
+    seed: int | None = None
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    FIELDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response", "latency_ms", "timeout_ms", "seed")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaultConfig":
+        bad = [k for k in d if k not in cls.FIELDS and k != "api"]
+        if bad:
+            raise ValueError(f"unknown fault field(s) {bad}; known: {list(cls.FIELDS)}")
+        kwargs = {}
+        for k in cls.FIELDS:
+            if k in d and d[k] is not None:
+                v = d[k]
+                if k.startswith("rate_"):
+                    v = float(str(v))  # a probability, not money
+                    if not 0.0 <= v <= 1.0:
+                        raise ValueError(f"{k} must be between 0 and 1")
+                else:
+                    v = int(v)
+                kwargs[k] = v
+        fc = cls(**kwargs)
+        fc.rng = random.Random(fc.seed)
+        return fc
+
+    def as_dict(self) -> dict[str, Any]:
+        # probabilities travel as exact decimal literals (the JSON writer refuses binary floats)
+        return {k: (Decimal(repr(v)) if isinstance(v, float) else v) for k, v in ((k, getattr(self, k)) for k in self.FIELDS)}
+
+    def draw(self) -> str | None:
+        """Pick the fault for one request (None = serve normally)."""
+        if not (self.rate_429 or self.rate_500 or self.rate_503 or self.rate_timeout or self.rate_lost_response):
+            return None
+        x = self.rng.random()
+        for name in ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response"):
+            p = getattr(self, name)
+            if x < p:
+                return name[5:]
+            x -= p
+        return None

@@ -1,0 +1,206 @@
+"""`SandboxServer`: the sandbox app on a real loopback socket, in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from . import credentials
+from .app import Sandbox, create_app
+from .limits import RateLimits
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+class SandboxServer:
+    """Serve the three simulated APIs (+ `/_sandbox/` admin) from `fixture` on a loopback port.
+
+    Usage::
+
+        with SandboxServer(fixture) as sb:
+            env = sb.env()          # every DESIGN §8 variable, pointing at sb.base_url
+            ...
+            state = sb.state()      # current state, in the fixture format
+
+    Args:
+        fixture: a fixture dict (DESIGN §4; validated on construction, `FixtureError` lists problems).
+        host, port: where to listen; port 0 picks a free port.
+        state_file: if given, state is loaded from it when it exists (else from `fixture`) and
+            written atomically after every mutating request.
+        rate_limits: `RateLimits`, a dict of its fields, "real" (default: the published numbers),
+            or None / "off" to disable limiting.
+        rotate_refresh_tokens: "always" (default: every QBO refresh returns a new refresh token and
+            invalidates the old one), "never", or N (rotate on every N-th refresh).
+    """
+
+    def __init__(
+        self,
+        fixture: dict | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: str | Path | None = None,
+        rate_limits: RateLimits | dict | str | None = "real",
+        rotate_refresh_tokens: str | int = "always",
+        log_level: str = "warning",
+    ):
+        self.sandbox = Sandbox(fixture or {}, state_file=state_file, rate_limits=rate_limits,
+                               rotate_refresh_tokens=rotate_refresh_tokens)
+        self.host = host
+        self._port = port
+        self.log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def _config(self) -> uvicorn.Config:
+        return uvicorn.Config(create_app(self.sandbox), log_level=self.log_level, access_log=False, lifespan="off",
+                              timeout_graceful_shutdown=2)
+
+    def start(self) -> "SandboxServer":
+        if self._server is not None:
+            return self
+        self._sock = _bind(self.host, self._port)
+        self._port = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(self._config())
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name=f"sandbox-{self._port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("sandbox server failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = None
+        self._thread = None
+        self._sock = None
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (Ctrl-C)."""
+        self.bind()
+        assert self._sock is not None
+        server = uvicorn.Server(self._config())
+        try:
+            server.run(sockets=[self._sock])
+        finally:
+            self._sock.close()
+
+    def bind(self) -> None:
+        """Bind the socket now (so `base_url` is known before `serve_forever`)."""
+        if self._sock is None:
+            self._sock = _bind(self.host, self._port)
+            self._port = self._sock.getsockname()[1]
+
+    def __enter__(self) -> "SandboxServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ info
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def realm_id(self) -> str:
+        return self.sandbox.st.realm_id
+
+    def env(self) -> dict[str, str]:
+        """Every DESIGN §8 connection variable, pointing at this server (no version paths)."""
+        base = self.base_url
+        with self.sandbox.st.lock:
+            refresh = self.sandbox.st.refresh_token
+        return {
+            "HARVEST_BASE_URL": base,
+            "HARVEST_ACCOUNT_ID": credentials.HARVEST_ACCOUNT_ID,
+            "HARVEST_ACCESS_TOKEN": credentials.HARVEST_ACCESS_TOKEN,
+            "HUBSPOT_BASE_URL": base,
+            "HUBSPOT_ACCESS_TOKEN": credentials.HUBSPOT_ACCESS_TOKEN,
+            "HUBSPOT_CLIENT_SECRET": credentials.HUBSPOT_CLIENT_SECRET,
+            "QBO_BASE_URL": base,
+            "QBO_TOKEN_URL": base + "/oauth2/v1/tokens/bearer",
+            "QBO_REALM_ID": self.realm_id,
+            "QBO_CLIENT_ID": credentials.QBO_CLIENT_ID,
+            "QBO_CLIENT_SECRET": credentials.QBO_CLIENT_SECRET,
+            "QBO_REFRESH_TOKEN": refresh,
+            "QBO_WEBHOOK_VERIFIER_TOKEN": credentials.QBO_WEBHOOK_VERIFIER_TOKEN,
+        }
+
+    def state(self) -> dict:
+        """The current state in the fixture format (a deep copy: it loads again as a fixture)."""
+        from sync_pipelines import money
+
+        with self.sandbox.st.lock:
+            return money.loads(self.sandbox.st.dump_json())
+
+    # ------------------------------------------------------------------ conveniences for tests
+    def reset(self) -> None:
+        with self.sandbox.st.lock:
+            self.sandbox.st.reset()
+        self.sandbox.windows.clear()
+        self.sandbox.persist()
+
+    def set_faults(self, api: str = "all", **config: Any) -> None:
+        """Same as `POST /_sandbox/faults`: e.g. `set_faults("quickbooks", rate_500=0.2, seed=1)`."""
+        from .limits import FaultConfig
+
+        for a in self.sandbox._apis(api):
+            self.sandbox.faults[a] = FaultConfig.from_dict(config)
+
+    def set_rate_limits(self, limits: RateLimits | dict | str | None) -> None:
+        self.sandbox.rate_limits = RateLimits.coerce(limits)
+        self.sandbox.windows.clear()
+
+    def set_webhooks(self, hubspot_url: str | None = None, quickbooks_url: str | None = None,
+                     quickbooks_format: str = "cloudevents") -> None:
+        """Same as `POST /_sandbox/webhooks`: where signed webhooks go when data changes."""
+        with self.sandbox.st.lock:
+            self.sandbox.st.webhooks = {k: v for k, v in {"hubspot_url": hubspot_url, "quickbooks_url": quickbooks_url,
+                                                          "quickbooks_format": quickbooks_format}.items() if v}
+        self.sandbox.persist()
+
+    def wait_webhooks(self, timeout: float = 10.0) -> bool:
+        """Block until every queued webhook delivery has been attempted."""
+        return self.sandbox.webhook_sender.wait_idle(timeout)
+
+    def webhook_log(self) -> list[dict]:
+        return list(self.sandbox.webhook_sender.log)
+
+    def qbo_access_token(self) -> str:
+        """Refresh once through the real token endpoint and return a valid QBO access token."""
+        env = self.env()
+        r = httpx.post(env["QBO_TOKEN_URL"], auth=(env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"]),
+                       data={"grant_type": "refresh_token", "refresh_token": env["QBO_REFRESH_TOKEN"]},
+                       headers={"Accept": "application/json"}, timeout=10)
+        r.raise_for_status()
+        return r.json()["access_token"]

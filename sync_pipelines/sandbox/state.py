@@ -1,0 +1,206 @@
+"""The sandbox's in-memory state, kept in the fixture format plus indexes.
+
+The state dump (`SandboxState.dump()`) is a fixture: it loads again with `validate_fixture`.
+Besides the three API sections it carries a `sandbox` section with what the simulator itself
+must remember across restarts (QBO OAuth tokens, requestid replays, HubSpot properties defined).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import credentials
+from .fixture import validate_fixture
+from .http import dumps
+
+NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name"}
+QBO_ENTITY = {"customers": "Customer", "items": "Item", "classes": "Class", "terms": "Term", "invoices": "Invoice"}
+
+# Deal properties the write-back may set even when no fixture deal carries them yet.
+EXTRA_DEAL_PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status")
+HUBSPOT_DEFAULT_DEAL_PROPERTIES = (
+    "amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id", "pipeline",
+    "harvest_project_id", "billing_hourly_rate", "billing_discount_percent", "billing_not_to_exceed", "po_number",
+    "deal_currency_code", "hubspot_owner_id", "description",
+)
+
+
+def _entry_sort_key(e: dict) -> tuple:
+    # newest spent_date first, then newest id first
+    return (-dt.date.fromisoformat(e["spent_date"]).toordinal(), -e["id"])
+
+
+class SandboxState:
+    def __init__(self, fixture: dict, *, validated: bool = False):
+        self.lock = threading.RLock()
+        self.initial_fixture = fixture if validated else validate_fixture(fixture)
+        self.load(self.initial_fixture)
+
+    # ------------------------------------------------------------------ load / dump
+    def load(self, fx: dict) -> None:
+        with self.lock:
+            self._dump_cache: dict[str, str] = {}
+            self.harvest_cache: dict[tuple, list] = {}
+            h = fx["harvest"]
+            self.harvest: dict[str, list[dict]] = {k: list(h.get(k, [])) for k in ("clients", "projects", "users", "tasks")}
+            for k in self.harvest:
+                self.harvest[k].sort(key=lambda r: -r["id"])
+            entries = list(h.get("time_entries", []))
+            entries.sort(key=_entry_sort_key)
+            self.harvest["time_entries"] = entries
+            self.entry_ordinals = [-dt.date.fromisoformat(e["spent_date"]).toordinal() for e in entries]
+
+            hs = fx["hubspot"]
+            self.hubspot: dict[str, dict[str, dict]] = {}
+            for k in ("companies", "deals", "line_items"):
+                recs = sorted(hs.get(k, []), key=lambda r: int(r["id"]))
+                for r in recs:
+                    r.setdefault("properties", {})
+                    r["properties"].setdefault("hs_object_id", r["id"])
+                    r.setdefault("archived", False)
+                self.hubspot[k] = {r["id"]: r for r in recs}
+            self.associations: list[dict] = list(hs.get("associations", []))
+
+            q = fx["quickbooks"]
+            self.realm_id: str = q["realm_id"]
+            self.preferences: dict = q["preferences"]
+            self.qbo: dict[str, dict[str, dict]] = {}
+            max_id = 0
+            for k in ("customers", "items", "classes", "terms", "invoices"):
+                recs = sorted(q.get(k, []), key=lambda r: int(r["Id"]))
+                for r in recs:
+                    r.setdefault("SyncToken", "0")
+                    r.setdefault("domain", "QBO")
+                    if k in NAME_LIST:
+                        r.setdefault("Active", True)
+                    max_id = max(max_id, int(r["Id"]))
+                self.qbo[k] = {r["Id"]: r for r in recs}
+
+            sb = fx.get("sandbox") or {}
+            self.next_qbo_id = max(int(sb.get("next_qbo_id", 0) or 0), max_id + 1)
+            oauth = sb.get("oauth") or {}
+            self.refresh_token: str = oauth.get("refresh_token") or credentials.QBO_REFRESH_TOKEN
+            self.refresh_serial: int = int(oauth.get("refresh_serial", 0) or 0)
+            self.access_tokens: dict[str, int] = dict(oauth.get("access_tokens") or {})
+            self.replays: dict[str, list] = dict(sb.get("qbo_requests") or {})  # "realm|requestid" -> [status, body]
+            # QBO deletions, for CDC: {"entity": "Invoice", "Id": "61", "LastUpdatedTime": "..."}
+            self.qbo_deleted: list[dict] = list(sb.get("qbo_deleted") or [])
+            # webhook subscriptions: {"hubspot_url", "quickbooks_url", "quickbooks_format"}
+            self.webhooks: dict = dict(sb.get("webhooks") or {})
+            self.hubspot_event_seq: int = int(sb.get("hubspot_event_seq", 0) or 0)
+            self.pending_events: list[tuple[str, dict]] = []  # drained by the webhook sender
+            self.defined_deal_properties: set[str] = set(sb.get("hubspot_deal_properties") or [])
+            self.defined_deal_properties |= set(EXTRA_DEAL_PROPERTIES) | set(HUBSPOT_DEFAULT_DEAL_PROPERTIES)
+            for d in self.hubspot["deals"].values():
+                self.defined_deal_properties |= set(d["properties"])
+            self.invoices_by_doc: dict[str, str] = {}
+            for inv in self.qbo["invoices"].values():
+                if inv.get("DocNumber"):
+                    self.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
+
+    def reset(self) -> None:
+        self.load(validate_fixture(self.initial_fixture))
+
+    def touch(self, section: str) -> None:
+        self._dump_cache.pop(section, None)
+
+    def dump(self) -> dict:
+        with self.lock:
+            return {
+                "harvest": {k: list(v) for k, v in self.harvest.items()},
+                "hubspot": {
+                    "companies": list(self.hubspot["companies"].values()),
+                    "deals": list(self.hubspot["deals"].values()),
+                    "line_items": list(self.hubspot["line_items"].values()),
+                    "associations": list(self.associations),
+                },
+                "quickbooks": {
+                    "realm_id": self.realm_id,
+                    "preferences": self.preferences,
+                    **{k: list(v.values()) for k, v in self.qbo.items()},
+                },
+                "sandbox": {
+                    "next_qbo_id": self.next_qbo_id,
+                    "oauth": {
+                        "refresh_token": self.refresh_token,
+                        "refresh_serial": self.refresh_serial,
+                        "access_tokens": dict(self.access_tokens),
+                    },
+                    "qbo_requests": dict(self.replays),
+                    "qbo_deleted": list(self.qbo_deleted),
+                    "webhooks": dict(self.webhooks),
+                    "hubspot_event_seq": self.hubspot_event_seq,
+                    "hubspot_deal_properties": sorted(self.defined_deal_properties),
+                },
+            }
+
+    def dump_json(self) -> str:
+        """The state as JSON; immutable sections (Harvest) are serialised once and cached."""
+        with self.lock:
+            d = self.dump()
+            parts = []
+            for section in ("harvest", "hubspot", "quickbooks", "sandbox"):
+                cached = self._dump_cache.get(section)
+                if cached is None:
+                    cached = dumps(d[section], ensure_ascii=False)
+                    if section == "harvest":
+                        self._dump_cache[section] = cached
+                parts.append(f'"{section}": {cached}')
+            return "{" + ", ".join(parts) + "}"
+
+    def save(self, path: Path) -> None:
+        text = self.dump_json()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    # ------------------------------------------------------------------ change events (webhooks)
+    def qbo_event(self, entity: str, rid: str, operation: str) -> None:
+        """Record a QuickBooks data change (Create, Update, Delete, Void, Emailed)."""
+        ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.datetime.now().microsecond // 1000:03d}Z"
+        self.pending_events.append(("quickbooks", {"name": entity, "id": rid, "operation": operation, "lastUpdated": ts}))
+
+    def hubspot_event(self, object_type: str, object_id: str, prop: str | None, value: str | None, kind: str = "propertyChange") -> None:
+        self.hubspot_event_seq += 1
+        ev: dict[str, Any] = {"objectId": int(object_id), "eventId": 1_000_000 + self.hubspot_event_seq,
+                              "subscriptionType": f"{object_type[:-1]}.{kind}", "changeSource": "CRM",
+                              "occurredAt": int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)}
+        if prop is not None:
+            ev["propertyName"] = prop
+            ev["propertyValue"] = value
+        self.pending_events.append(("hubspot", ev))
+
+    # ------------------------------------------------------------------ QBO helpers
+    def new_qbo_id(self) -> str:
+        i = self.next_qbo_id
+        self.next_qbo_id += 1
+        return str(i)
+
+    @property
+    def multicurrency(self) -> bool:
+        return bool((self.preferences.get("CurrencyPrefs") or {}).get("MultiCurrencyEnabled", False))
+
+    @property
+    def home_currency(self) -> str:
+        hc = (self.preferences.get("CurrencyPrefs") or {}).get("HomeCurrency") or {}
+        return hc.get("value") or "USD"
+
+    def pref(self, group: str, key: str, default: Any = None) -> Any:
+        return (self.preferences.get(group) or {}).get(key, default)

@@ -1,0 +1,143 @@
+"""The code location as Dagster loads it: assets, groups, partitions, jobs, the month-end schedule,
+the sensor that chains per-client billing, and loading with no secret set."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType
+
+from sync_pipelines import config
+
+REPO = Path(__file__).resolve().parent.parent
+
+RULES = """\
+version: 1
+firm: {timezone: America/New_York, home_currency: USD}
+defaults:
+  rounding: {increment_minutes: 6, mode: up, scope: entry}
+  invoice: {group_by: client, line_detail: task, terms: "Net 30"}
+  qbo: {item: "Services"}
+clients:
+  acme: {harvest_client_id: 1001, qbo_customer: "Acme Corp", currency: USD, rates: [{rate: 150.00}]}
+  globex: {harvest_client_id: 1002, qbo_customer: "Globex", currency: USD, rates: [{rate: 175.00}]}
+"""
+
+
+@pytest.fixture
+def no_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in (*config.SECRET_NAMES, "HARVEST_ACCOUNT_ID", "QBO_REALM_ID", "QBO_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    rules = tmp_path / "billing_rules.yaml"
+    rules.write_text(RULES)
+    monkeypatch.setenv("SYNC_RULES_FILE", str(rules))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    return rules
+
+
+def _defs() -> dg.Definitions:
+    from sync_pipelines.definitions import defs
+
+    return defs()
+
+
+def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
+    defs = _defs()
+    dg.Definitions.validate_loadable(defs)
+    specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
+    groups = {name: spec.group_name for name, spec in specs.items()}
+    assert groups == {
+        "harvest_time_entries": "extract", "hubspot_deals": "extract", "qbo_catalog": "extract",
+        "qbo_existing_invoices": "extract", "billing_rules": "extract",
+        "unassigned_time": "billing", "billable_entries": "billing", "invoice_drafts": "billing",
+        "qbo_invoices": "posting", "reconciliation_report": "posting",
+    }
+    for name, spec in specs.items():
+        assert spec.description and len(spec.description) > 40, f"{name} needs an operator-facing description"
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    assert parents["qbo_invoices"] == {"invoice_drafts"}
+    assert "billable_entries" in parents["invoice_drafts"]
+    assert parents["billable_entries"] == {"harvest_time_entries", "hubspot_deals", "qbo_catalog", "billing_rules"}
+    assert {"billable_entries", "qbo_invoices", "qbo_existing_invoices"} <= parents["reconciliation_report"]
+
+
+def test_the_drafts_consistency_check_blocks_posting(no_secrets: Path) -> None:
+    defs = _defs()
+    checks = {c.key.name: c for c in defs.resolve_assets_def("invoice_drafts").check_specs}
+    assert checks["drafts_are_consistent"].blocking
+    assert checks["drafts_are_consistent"].asset_key == dg.AssetKey("invoice_drafts")
+
+
+_SCHEDULE_PROBE = """
+from datetime import datetime
+from zoneinfo import ZoneInfo
+import dagster as dg
+from sync_pipelines.definitions import defs
+from sync_pipelines.defs.partitions import monthly
+schedule = defs().resolve_schedule_def("month_end_billing")
+with dg.instance_for_test() as instance:
+    for tick in (datetime(2026, 11, 1, 6, 0, tzinfo=ZoneInfo("America/New_York")),
+                 datetime(2027, 1, 1, 6, 0, tzinfo=ZoneInfo("America/New_York"))):
+        data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))
+        print(monthly.timezone, schedule.job_name, [r.partition_key for r in data.run_requests])
+"""
+
+
+def test_month_end_schedule_requests_the_previous_complete_month_in_the_firm_timezone(no_secrets: Path) -> None:
+    # In a fresh process, as a code server loads it: the partitions' timezone comes from the
+    # rules file when the location loads.
+    proc = subprocess.run([sys.executable, "-c", _SCHEDULE_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [
+        "America/New_York month_extract ['2026-10']",
+        "America/New_York month_extract ['2026-12']",
+    ]
+
+
+def test_sensor_requests_one_billing_run_per_client_after_a_successful_extract(no_secrets: Path) -> None:
+    defs = _defs()
+    sensor = defs.resolve_sensor_def("bill_clients_after_extract")
+    with dg.instance_for_test() as instance:
+        run = instance.add_run(dg.DagsterRun(job_name="month_extract", tags={"dagster/partition": "2026-10"}))
+        event = DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name="month_extract")
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="bill_clients_after_extract", dagster_event=event, dagster_instance=instance,
+            dagster_run=run, resources={"rules": defs.resources["rules"]},
+        )
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    assert sorted(r.partition_key for r in result.run_requests) == ["acme|2026-10", "globex|2026-10"]
+    assert len({r.run_key for r in result.run_requests}) == 2
+    assert result.dynamic_partitions_requests[0].partition_keys == ["acme", "globex"]
+
+
+def test_invalid_rules_stop_the_month_with_every_problem_listed(no_secrets: Path) -> None:
+    no_secrets.write_text(RULES.replace("rate: 150.00", "rate: -5").replace("currency: USD, rates: [{rate: 175.00}]",
+                                                                              "currency: XXQ, rates: [{rate: 175.00}]"))
+    from sync_pipelines.defs.billing.assets import billing_rules
+    from sync_pipelines.defs.resources import RulesResource
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [billing_rules], partition_key="2026-10", instance=instance,
+            resources={"rules": RulesResource()}, raise_on_error=False,
+        )
+        assert not instance.get_dynamic_partitions("clients")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error)
+    assert "clients.acme.rates[0].rate" in message
+    assert "clients.globex.currency" in message
+
+
+def test_dagster_cli_validates_the_workspace(no_secrets: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,169 @@
+"""Month-end billing end to end: generated fixture -> sandbox over real loopback HTTP -> the
+Dagster assets -> invoices read back from the sandbox's QuickBooks API, checked against totals
+computed independently from the fixture. Also: a second run posts nothing, and no secret leaks
+into the event log, the ledger's audit rows or the files written for people.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sync_pipelines import money
+from sync_pipelines.billing_runs import EXIT_OK, BillingRun, bill_month
+from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
+from sync_pipelines.ledger import Ledger
+from sync_pipelines.sandbox import SandboxServer, generate_fixture
+from sync_pipelines_tests.independent_totals import expected_invoices
+
+PERIOD = "2026-10"
+
+
+@dataclass
+class Billed:
+    fixture: dict
+    rules_yaml: str
+    sandbox: SandboxServer
+    instance: dg.DagsterInstance
+    definitions: dg.Definitions
+    first: BillingRun
+    home: Path
+
+    def ledger(self) -> Ledger:
+        return Ledger(f"sqlite:///{self.home / 'sync_ledger.db'}")
+
+    def qbo_invoices(self) -> list[dict]:
+        ledger = self.ledger()
+        env = self.sandbox.env()
+        oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], ledger.tokens,
+                         env["QBO_REALM_ID"], seed_refresh_token=env["QBO_REFRESH_TOKEN"])
+        with QuickBooksClient(env["QBO_BASE_URL"], env["QBO_REALM_ID"], oauth) as qbo:
+            return qbo.query_all("Invoice")
+
+
+@pytest.fixture(scope="module")
+def billed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Billed]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    fixture, rules_yaml = generate_fixture(clients=6, entries=500, seed=11, month=PERIOD)
+    rules_path = tmp / "billing_rules.yaml"
+    rules_path.write_text(rules_yaml)
+    home = tmp / "dagster_home"
+    home.mkdir()
+    saved = dict(os.environ)
+    with SandboxServer(fixture) as sandbox:
+        os.environ.update(sandbox.env())
+        os.environ.update({"SYNC_RULES_FILE": str(rules_path), "DAGSTER_HOME": str(home)})
+        os.environ.pop("SYNC_DATABASE_URL", None)
+        os.environ.pop("SYNC_OUTPUT_DIR", None)
+        try:
+            from sync_pipelines.definitions import defs
+
+            definitions = defs()
+            with dg.instance_for_test(temp_dir=str(home)) as instance:
+                first = bill_month(PERIOD, instance=instance, definitions=definitions)
+                yield Billed(fixture, rules_yaml, sandbox, instance, definitions, first, home)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _ours(invoices: list[dict]) -> list[dict]:
+    return [i for i in invoices if str(i.get("DocNumber", "")).startswith("SP" + PERIOD.replace("-", "")[2:])]
+
+
+def test_every_invoice_matches_totals_computed_from_the_fixture(billed: Billed) -> None:
+    assert billed.first.exit_code == EXIT_OK, [c.error for c in billed.first.clients]
+    expected = expected_invoices(billed.fixture, billed.rules_yaml, PERIOD)
+    assert len(expected) >= 4
+    invoices = _ours(billed.qbo_invoices())
+    by_customer = {}
+    for inv in invoices:
+        name = inv["CustomerRef"]["name"]
+        assert name not in by_customer, f"two invoices for {name}"
+        by_customer[name] = inv
+    assert set(by_customer) == set(expected)
+    for name, want in expected.items():
+        got = by_customer[name]
+        assert money.to_decimal(got["TotalAmt"]) == want["total"], name
+        hours = sum(
+            (money.to_decimal(line["SalesItemLineDetail"]["Qty"]) for line in got["Line"]
+             if line.get("DetailType") == "SalesItemLineDetail"),
+            Decimal(0),
+        )
+        assert hours == want["hours"], name
+
+
+def test_every_billable_entry_is_on_exactly_one_posted_invoice(billed: Billed) -> None:
+    ledger = billed.ledger()
+    records = [r for r in ledger.status(period=PERIOD) if r.status == "posted"]
+    billed_entries: dict[int, str] = {}
+    for record in records:
+        full = ledger.get_invoice(record.key)
+        for entry_id, _, status in full.entries:
+            assert status == "billed"
+            assert entry_id not in billed_entries
+            billed_entries[entry_id] = record.key
+    billable = {
+        e["id"] for e in billed.fixture["harvest"]["time_entries"]
+        if e["billable"] and not e["is_running"] and str(e["spent_date"]).startswith(PERIOD)
+        and e["client"]["id"] != billed.fixture["harvest"]["clients"][-1]["id"]  # the unmapped client
+    }
+    assert set(billed_entries) == billable
+
+
+def test_unmapped_client_time_is_reported_not_lost(billed: Billed) -> None:
+    unassigned = billed.definitions.load_asset_value("unassigned_time", partition_key=PERIOD, instance=billed.instance)
+    unmapped_id = billed.fixture["harvest"]["clients"][-1]["id"]
+    in_month = [e for e in billed.fixture["harvest"]["time_entries"]
+                if e["client"]["id"] == unmapped_id and str(e["spent_date"]).startswith(PERIOD)]
+    assert len(in_month) > 0
+    assert sorted(unassigned["entry_id"]) == sorted(e["id"] for e in in_month)
+
+
+def test_runs_are_recorded_in_the_instance_for_the_ui(billed: Billed) -> None:
+    runs = billed.instance.get_runs()
+    jobs = sorted({r.job_name for r in runs})
+    assert "month_extract" in jobs and "client_month_billing" in jobs
+    partitions = {r.tags.get("dagster/partition") for r in runs if r.job_name == "client_month_billing"}
+    assert len(partitions) == len(billed.first.clients)
+
+
+def test_a_second_run_posts_nothing(billed: Billed) -> None:
+    before = _ours(billed.qbo_invoices())
+    second = bill_month(PERIOD, instance=billed.instance, definitions=billed.definitions)
+    assert second.exit_code == EXIT_OK
+    outcomes = [o for c in second.clients for o in c.outcomes["outcome"]]
+    assert outcomes and set(outcomes) == {"already_posted"}
+    after = _ours(billed.qbo_invoices())
+    assert sorted(i["Id"] for i in after) == sorted(i["Id"] for i in before)
+
+
+def test_no_secret_reaches_logs_audit_rows_metadata_or_files(billed: Billed) -> None:
+    env = billed.sandbox.env()
+    secrets = [env[k] for k in ("HARVEST_ACCESS_TOKEN", "HUBSPOT_ACCESS_TOKEN", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN")]
+    stored = billed.ledger().tokens.get(env["QBO_REALM_ID"])
+    assert stored is not None
+    secrets.append(stored.refresh_token.get_secret_value())
+    if stored.access_token is not None:
+        secrets.append(stored.access_token.get_secret_value())
+    secrets = [s for s in secrets if s]
+    assert len(secrets) >= 5
+
+    haystacks = []
+    for run in billed.instance.get_runs():
+        for record in billed.instance.all_logs(run.run_id):
+            haystacks.append(str(record))
+    haystacks.extend(str(a) for a in billed.ledger().audit_records(limit=100_000))
+    assert any("quickbooks" in h for h in haystacks)
+    for path in billed.home.rglob("*"):
+        if path.is_file() and path.suffix in {".csv", ".json", ".parquet", ".yaml"}:
+            haystacks.append(path.read_bytes().decode("utf-8", errors="replace"))
+    for secret in secrets:
+        leaks = [h[:200] for h in haystacks if secret in h]
+        assert not leaks, f"a secret leaked into: {leaks[0]}"
