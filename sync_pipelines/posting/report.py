@@ -45,7 +45,7 @@ def reconciliation_report(
     for o in outcomes.to_dict("records"):
         if o.get("qbo_id"):
             ours.add(str(o["qbo_id"]))
-        if o["outcome"] == "held" and any(r["invoice_key"] == o["invoice_key"] and r["section"] == "held" for r in rows):
+        if o["outcome"] == "held" and any(r.get("invoice_key") == o["invoice_key"] and r["section"] == "held" for r in rows):
             continue
         rows.append({"section": o["outcome"], "invoice_key": o["invoice_key"],
                      "amount": o["qbo_total"] or o["expected_total"], "currency": o["currency"],
