@@ -160,20 +160,20 @@ def price_month(
 
     # ---- the billable entries --------------------------------------------------------------
     S_idx = np.flatnonzero(candidate)
-    S = E.iloc[S_idx]
+    S = _Billable(E, S_idx)
     s_code = code[S_idx]
     s_day = days[S_idx]
     s_inv = inv[S_idx]
     s_entry = entry_id[S_idx]
     s_project = project_id[S_idx]
-    s_user = _int_col(S, "user_id")
-    s_task = _int_col(S, "task_id")
-    s_hours = S["hours_centi"].to_numpy().astype(np.int64)
+    s_user = S.ints("user_id")
+    s_task = S.ints("task_id")
+    s_hours = S.ints("hours_centi")
 
-    user_codes, user_names = _codes(S["user_name"])
-    task_codes, task_names = _codes(S["task_name"])
-    pcode_codes, project_codes = _codes(S["project_code"])
-    pname_codes, _ = _codes(S["project_name"])
+    user_codes, user_names = S.codes("user_name")
+    task_codes, task_names = S.codes("task_name")
+    pcode_codes, project_codes = S.codes("project_code")
+    pname_codes, _ = S.codes("project_name")
 
     # rates
     keys = EntryKeys(group=s_code, day=s_day, project_id=s_project, project_code=pcode_codes, user_id=s_user,
@@ -212,9 +212,10 @@ def price_month(
     default_item = np.array([item_code(eff[k].qbo.item) for k in client_keys] or [0], dtype=np.int64)  # type: ignore[union-attr,arg-type]
     s_item = default_item[s_code] if len(S) else np.zeros(0, dtype=np.int64)
     by_task_keys, by_task_items = [], []
+    task_pos = dict(zip(task_names, range(len(task_names))))
     for c, k in enumerate(client_keys):
         for task_name, item in (eff[k].qbo.items_by_task or {}).items():  # type: ignore[union-attr]
-            pos = task_names.get_indexer([task_name])[0]
+            pos = task_pos.get(task_name, -1)
             if pos >= 0:
                 by_task_keys.append(c * (2**32) + int(pos))
                 by_task_items.append(item_code(item))
@@ -324,7 +325,7 @@ def price_month(
             ids = bad[bad[:, 0] == i, 1]
             problems[int(i)].append(f"two rate rows tie for entries {', '.join(map(str, ids[:5]))}" + (" ..." if len(ids) > 5 else ""))
     if "client_currency" in S and len(S):
-        cur = S["client_currency"].to_numpy()
+        cur = S.values("client_currency")
         client_cur = np.array([eff[k].currency for k in client_keys] or [""], dtype=object)[s_code]
         has = pd.notna(cur)
         mism = has & (cur.astype(object) != client_cur)
@@ -348,7 +349,7 @@ def price_month(
         problems=problems, inv_projects=inv_projects, carry_c=carry_c, available_c=available_c,
         included_used_c=included_used_c,
     )
-    names = _NameLookup(S, user_names, task_names)
+    names = S
     lines_out, invoices_out, dropped, line_numbers = finish_invoices(ctx, lines, ids_per_line, names)
 
     # ---- the entries report -----------------------------------------------------------------
@@ -382,28 +383,62 @@ def price_month(
                          lines=lines_out, invoices=invoices_out, rules_source=rules.source)
 
 
-def _entry_ref(S: pd.DataFrame, i: int) -> str:
-    row = S.iloc[i]
-    return (f"{int(row['entry_id'])} ({row['user_name']}, {row['task_name']}, {row['spent_date']}, "
-            f"project {row['project_code'] or row['project_name']})")
+def _entry_ref(S: "_Billable", i: int) -> str:
+    code = S.get("project_code", i) or S.get("project_name", i)
+    return (f"{int(S.values('entry_id')[i])} ({S.get('user_name', i)}, {S.get('task_name', i)}, "
+            f"{S.values('spent_date')[i]}, project {code})")
 
 
-class _NameLookup:
-    """Names and notes of the billable entries, by position in the billable frame."""
+def _missing(v: object) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
 
-    def __init__(self, S: pd.DataFrame, user_names: pd.Index, task_names: pd.Index) -> None:
-        self.S = S
-        self._cols = {c: S[c].to_numpy() for c in ("user_name", "task_name", "project_name", "project_code",
-                                                 "notes", "project_id", "task_id", "user_id") if c in S}
-        self._days = None
+
+class _Billable:
+    """Columns of the billable entries (positions `idx` of the run's frame), taken lazily as arrays."""
+
+    def __init__(self, E: pd.DataFrame, idx: np.ndarray) -> None:
+        self._E, self._idx = E, idx
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._idx)
+
+    def __contains__(self, col: str) -> bool:
+        return col in self._E.columns
+
+    def values(self, col: str) -> np.ndarray:
+        if col not in self._cache:
+            arr = self._E[col].to_numpy()
+            self._cache[col] = arr if len(self._idx) == len(arr) and (self._idx == np.arange(len(arr))).all() else arr[self._idx]
+        return self._cache[col]
+
+    def ints(self, col: str) -> np.ndarray:
+        if len(self._idx) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return _int_col(self._E, col)[self._idx]
+
+    def codes(self, col: str) -> tuple[np.ndarray, pd.Index]:
+        """Sorted factorisation: codes are in lexicographic order of the values, -1 for missing."""
+        codes, uniques = pd.factorize(pd.Series(self.values(col), dtype=object), sort=True, use_na_sentinel=True)
+        return codes.astype(np.int64), pd.Index(uniques)
 
     def get(self, col: str, i: int):  # noqa: ANN201
-        v = self._cols[col][i]
-        return None if v is None or (isinstance(v, float) and v != v) or v is pd.NA else v
+        v = self.values(col)[i]
+        return None if _missing(v) else v
 
-    def project_label(self, i: int) -> str:
-        code, name = self.get("project_code", i), self.get("project_name", i)
-        return f"{code} {name}" if code else str(name)
+    def texts(self, col: str, positions: np.ndarray) -> np.ndarray:
+        """Object array of the column's text at `positions`, None where missing."""
+        out = self.values(col)[positions].astype(object)
+        out[pd.isna(out)] = None
+        return out
+
+    def project_labels(self, positions: np.ndarray) -> np.ndarray:
+        code = self.texts("project_code", positions)
+        name = self.texts("project_name", positions)
+        has = np.array([c is not None for c in code], dtype=bool)
+        out = name.copy()
+        out[has] = code[has] + " " + name[has].astype(str)
+        return out
 
 
 def day_to_date(day: int) -> date:

@@ -5,6 +5,7 @@ caps, holds, QuickBooks references. One Python iteration per invoice and per lin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -16,9 +17,9 @@ from sync_pipelines import money
 from sync_pipelines.billing import keys as keymod
 from sync_pipelines.billing.catalog import Catalog
 from sync_pipelines.billing.deals import ProjectTerms
-from sync_pipelines.billing.describe import hours, time_line_description
+from sync_pipelines.billing.describe import MAX_DESCRIPTION, hours
 from sync_pipelines.billing.history import BillingHistory
-from sync_pipelines.billing.lines import KIND_NAMES
+from sync_pipelines.billing.lines import KIND_INCLUDED, KIND_OVERAGE
 from sync_pipelines.billing.rates import Rule
 from sync_pipelines.billing.rules import ClientRules, RulesFile
 from sync_pipelines.billing.selection import EPOCH
@@ -73,69 +74,117 @@ def _dec_minor(v: int, digits: int) -> Decimal:
 
 
 def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.ndarray], names: Any) -> dict[str, list]:
-    """Output columns of every time line (one Python iteration per line)."""
-    cols: dict[str, list] = {c: [] for c in LINE_COLUMNS}
+    """Output columns of every time line, built column-wise (object-array operations, no per-entry work)."""
+    n = len(L)
+    cols: dict[str, list] = {c: [None] * n for c in LINE_COLUMNS}
+    if n == 0:
+        return {c: [] for c in LINE_COLUMNS}
     multi = L.attrs.get("multi_rules", {})
-    arr = {c: L[c].to_numpy() for c in ("inv", "client", "kind", "item", "ld_project", "ld_task", "ld_user",
-                                        "ld_entry", "rate", "rule", "raw", "billed", "amount", "day_min",
-                                        "day_max", "first", "n_entries")}
-    src = L.attrs["src"]
-    for i in range(len(L)):
-        ck = ctx.client_keys[arr["client"][i]]
-        e = ctx.effective[ck]
-        cur = e.currency
-        digits = money.minor_units(cur)  # type: ignore[arg-type]
-        kind = KIND_NAMES[int(arr["kind"][i])]
-        priced = arr["rate"][i] >= 0
-        rule_id = int(arr["rule"][i])
-        unit = ctx.rule_list[rule_id].rate if priced else Decimal(0)
-        if i in multi:
-            rule_text = "; ".join(ctx.rule_list[r].path for r in multi[i] if r >= 0)
-        else:
-            rule_text = ctx.rule_list[rule_id].path if rule_id >= 0 else None
-        s = int(src[arr["first"][i]])
-        detail = e.invoice.line_detail  # type: ignore[union-attr]
-        is_entry = arr["ld_entry"][i] >= 0
-        entry_day = EPOCH + timedelta(days=int(arr["day_min"][i])) if is_entry else None
-        project = names.project_label(s) if arr["ld_project"][i] >= 0 else None
-        desc = time_line_description(
-            kind=kind, detail=detail, project=project,  # type: ignore[arg-type]
-            task=names.get("task_name", s), person=names.get("user_name", s), entry_date=entry_day,
-            notes=names.get("notes", s) if is_entry else None, billed_centi=int(arr["billed"][i]),
-            rate=unit if priced else None, currency=cur, raw_centi=int(arr["raw"][i]),  # type: ignore[arg-type]
-            service_start=entry_day or ctx.start, service_end=entry_day or ctx.end,
-        )
-        inv = int(arr["inv"][i])
-        cols["invoice_key"].append(ctx.invoice_keys[inv])
-        cols["client_key"].append(ck)
-        cols["group_key"].append(ctx.invoices[inv][1])
-        cols["line_no"].append(0)
-        cols["kind"].append(kind)
-        cols["detail_type"].append("SalesItemLineDetail")
-        cols["description"].append(desc)
-        cols["item_name"].append(ctx.item_names[int(arr["item"][i])])
-        cols["item_id"].append(None)
-        cols["class_name"].append(None)
-        cols["class_id"].append(None)
-        cols["service_date"].append(entry_day or ctx.end)
-        cols["qty"].append(hours(int(arr["billed"][i])))
-        cols["unit_price"].append(unit)
-        cols["amount"].append(_dec_minor(int(arr["amount"][i]), digits))
-        cols["currency"].append(cur)
-        cols["rate_rule"].append(rule_text)
-        cols["raw_centi"].append(int(arr["raw"][i]))
-        cols["billed_centi"].append(int(arr["billed"][i]))
-        cols["raw_hours"].append(hours(int(arr["raw"][i])))
-        cols["billed_hours"].append(hours(int(arr["billed"][i])))
-        cols["entry_ids"].append(ids_per_line[i].tolist())
-        cols["entry_count"].append(int(arr["n_entries"][i]))
-        cols["rounding"].append(e.rounding.describe())  # type: ignore[union-attr]
-        cols["project_id"].append(int(arr["ld_project"][i]) if arr["ld_project"][i] >= 0 else None)
-        cols["task_id"].append(int(arr["ld_task"][i]) if arr["ld_task"][i] >= 0 else None)
-        cols["user_id"].append(int(arr["ld_user"][i]) if arr["ld_user"][i] >= 0 else None)
-        cols["discount_percent"].append(None)
-        cols["priced"].append(bool(priced))
+    a = {c: L[c].to_numpy() for c in ("inv", "client", "kind", "item", "ld_project", "ld_task", "ld_user",
+                                      "ld_entry", "rate", "rule", "raw", "billed", "amount", "day_min", "first",
+                                      "n_entries")}
+    src = L.attrs["src"][a["first"]]
+    client = a["client"]
+    rules = ctx.rule_list
+
+    # per client
+    cur_c = np.array([ctx.effective[k].currency for k in ctx.client_keys], dtype=object)
+    digits_c = np.array([money.minor_units(ctx.effective[k].currency) for k in ctx.client_keys], dtype=np.int64)  # type: ignore[arg-type]
+    detail_c = np.array([ctx.effective[k].invoice.line_detail for k in ctx.client_keys], dtype=object)  # type: ignore[union-attr]
+    rounding_c = np.array([ctx.effective[k].rounding.describe() for k in ctx.client_keys], dtype=object)  # type: ignore[union-attr]
+    cur = cur_c[client]
+    detail = detail_c[client]
+
+    # per rule: unit price and path; unpriced lines (rate < 0) have no rule
+    priced = a["rate"] >= 0
+    rule_ids = a["rule"]
+    unit_r = np.array([r.rate for r in rules] + [Decimal(0)], dtype=object)
+    path_r = np.array([r.path for r in rules] + [None], dtype=object)
+    rate_text_r = np.array([f"{r.rate}/h" for r in rules] + ["NO RATE"], dtype=object)
+    rix = np.where(priced & (rule_ids >= 0), rule_ids, len(rules))
+    unit = unit_r[rix]
+    rule_text = path_r[np.where(rule_ids >= 0, rule_ids, len(rules))]
+    for i, ids in multi.items():
+        rule_text[i] = "; ".join(rules[r].path for r in ids if r >= 0)
+
+    # hours and dates through small lookups of the distinct values
+    def _map(values: np.ndarray, fn) -> np.ndarray:  # noqa: ANN001
+        uniq, inv = np.unique(values, return_inverse=True)
+        return np.array([fn(int(v)) for v in uniq] + [None], dtype=object)[:-1][inv] if len(uniq) else np.zeros(0, object)
+
+    qty = _map(a["billed"], hours)
+    raw_h = _map(a["raw"], hours)
+    billed_text = _map(a["billed"], lambda v: f"{hours(v)} h")
+    raw_text = _map(a["raw"], lambda v: f"{hours(v)} h")
+    is_entry = a["ld_entry"] >= 0
+    entry_day = _map(np.where(is_entry, a["day_min"], 0), _day)
+    service_date = np.where(is_entry, entry_day, ctx.end)
+    period_text = np.where(is_entry, _map(np.where(is_entry, a["day_min"], 0), lambda d: _day(d).isoformat()),
+                           f"{ctx.start.isoformat()} to {ctx.end.isoformat()}")
+    amount = np.empty(n, dtype=object)
+    for d in np.unique(digits_c[client]):
+        m = digits_c[client] == d
+        amount[m] = _map(a["amount"][m], lambda v, d=int(d): Decimal(v).scaleb(-d))
+
+    # the description: label [project] — hours @ rate (worked), period
+    task = names.texts("task_name", src)
+    person = names.texts("user_name", src)
+    notes = names.texts("notes", src)
+    show_project = a["ld_project"] >= 0
+    project = np.full(n, None, dtype=object)
+    if show_project.any():
+        project[show_project] = names.project_labels(src[show_project])
+    tp = task.astype(str) + " — " + person.astype(str)
+    label = np.select(
+        [detail == "summary", detail == "project", detail == "task", detail == "person", detail == "task_person"],
+        [np.full(n, "Professional services", dtype=object), np.where(show_project, project, "Project"),
+         np.where(pd.isna(task), "Services", task), np.where(pd.isna(person), "Services", person), tp],
+        default=tp).astype(object)
+    has_notes = is_entry & ~pd.isna(notes)
+    label[has_notes] = label[has_notes] + ": " + notes[has_notes].astype(str)
+    suffix = show_project & (detail != "project")
+    label[suffix] = label[suffix] + " [" + project[suffix].astype(str) + "]"
+    prefix = np.select([a["kind"] == KIND_INCLUDED, a["kind"] == KIND_OVERAGE], ["Included in retainer: ", "Overage: "], "")
+    rate_text = np.where(priced, cur + " " + rate_text_r[rix], "NO RATE")
+    worked = np.where(a["raw"] != a["billed"], " (" + raw_text + " worked)", "")
+    desc = prefix.astype(object) + label + " — " + billed_text + " @ " + rate_text + worked + ", " + period_text
+
+    keys = np.array(ctx.invoice_keys + [""], dtype=object)
+    groups = np.array([g for _, g in ctx.invoices] + [""], dtype=object)
+    ckeys = np.array(ctx.client_keys + [""], dtype=object)
+    kind_names = np.array([None, "included", "overage", "time"], dtype=object)
+    item_names = np.array(ctx.item_names + [None], dtype=object)
+    cols["invoice_key"] = keys[a["inv"]].tolist()
+    cols["client_key"] = ckeys[client].tolist()
+    cols["group_key"] = groups[a["inv"]].tolist()
+    cols["line_no"] = [0] * n
+    cols["kind"] = kind_names[a["kind"]].tolist()
+    cols["detail_type"] = ["SalesItemLineDetail"] * n
+    cols["description"] = [d if len(d) <= MAX_DESCRIPTION else d[: MAX_DESCRIPTION - 1] + "…" for d in desc.tolist()]
+    cols["item_name"] = item_names[a["item"]].tolist()
+    cols["service_date"] = service_date.tolist()
+    cols["qty"] = qty.tolist()
+    cols["unit_price"] = unit.tolist()
+    cols["amount"] = amount.tolist()
+    cols["currency"] = cur.tolist()
+    cols["rate_rule"] = rule_text.tolist()
+    cols["raw_centi"] = a["raw"].tolist()
+    cols["billed_centi"] = a["billed"].tolist()
+    cols["raw_hours"] = raw_h.tolist()
+    cols["billed_hours"] = cols["qty"]
+    cols["entry_ids"] = [ids.tolist() for ids in ids_per_line]
+    cols["entry_count"] = a["n_entries"].tolist()
+    cols["rounding"] = rounding_c[client].tolist()
+    cols["project_id"] = [v if v >= 0 else None for v in a["ld_project"].tolist()]
+    cols["task_id"] = [v if v >= 0 else None for v in a["ld_task"].tolist()]
+    cols["user_id"] = [v if v >= 0 else None for v in a["ld_user"].tolist()]
+    cols["priced"] = priced.tolist()
     return cols
+
+
+@lru_cache(maxsize=4096)
+def _day(day: int) -> date:
+    return EPOCH + timedelta(days=day)
 
 
 def _extra_line(ctx: InvoiceContext, inv: int, kind: str, description: str, amount: Decimal, *, item: str | None,
@@ -171,12 +220,15 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
     for k, (ck, _) in zip(ctx.invoice_keys, ctx.invoices):
         run_keys.setdefault(ck, []).append(k)
 
+    client_code = {k: i for i, k in enumerate(ctx.client_keys)}
+    inv_class: list[tuple[str | None, str | None]] = [(None, None)] * n_inv
+    item_id_of: dict[str, str | None] = {}
     for inv in range(n_inv):
         ck, gk = ctx.invoices[inv]
         e = ctx.effective[ck]
         cur: str = e.currency  # type: ignore[assignment]
         key = ctx.invoice_keys[inv]
-        c = ctx.client_keys.index(ck)
+        c = client_code[ck]
         b0, b1 = int(bounds[inv]), int(bounds[inv + 1])
         holds = list(ctx.problems[inv])
         pre: list[dict[str, Any]] = []
@@ -323,11 +375,8 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
             continue
 
         # line numbers, references
-        for i in range(b0, b1):
-            cols["item_id"][i] = item_ids.get(cols["item_name"][i])
-            cols["class_name"][i] = class_name
-            cols["class_id"][i] = class_id
-            cols["line_no"][i] = int(time_line_no[i])
+        inv_class[inv] = (class_name, class_id)
+        item_id_of.update(item_ids)
         for n_, row in enumerate(pre, start=1):
             row["line_no"] = n_
         for n_, row in enumerate(post, start=time_no0 + (b1 - b0)):
@@ -366,6 +415,12 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
             "project_totals": project_totals,
         })
 
+    if len(L):
+        cls = np.array(inv_class + [(None, None)], dtype=object)[inv_arr]
+        cols["class_name"] = cls[:, 0].tolist()
+        cols["class_id"] = cls[:, 1].tolist()
+        cols["item_id"] = [item_id_of.get(name) for name in cols["item_name"]]
+        cols["line_no"] = time_line_no.tolist()
     time = pd.DataFrame(cols, columns=LINE_COLUMNS, dtype=object)
     keep = ~np.isin(inv_arr, np.array(sorted(dropped), dtype=np.int64)) if dropped else np.ones(len(L), dtype=bool)
     time = time[keep]

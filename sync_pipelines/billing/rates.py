@@ -59,13 +59,12 @@ class EntryKeys:
     task_names: pd.Index
 
 
-def _filter(value: int | str | None, names: pd.Index) -> tuple[bool, int, int]:
+def _filter(value: int | str | None, names: dict[str, int]) -> tuple[bool, int, int]:
     if value is None:
         return False, _NEVER_ID, -2
     if isinstance(value, int):
         return True, int(value), -2
-    pos = names.get_indexer([value])[0]
-    return True, _NEVER_ID, int(pos) if pos >= 0 else -3
+    return True, _NEVER_ID, names.get(value, -3)
 
 
 def _table(rows: list[tuple[int, RateRow | None, int, int, int | None, int]], keys: EntryKeys) -> dict[str, np.ndarray]:
@@ -73,15 +72,16 @@ def _table(rows: list[tuple[int, RateRow | None, int, int, int | None, int]], ke
     cols: dict[str, list[int]] = {k: [] for k in (
         "group", "score", "from", "to", "p_has", "p_id", "p_code", "u_has", "u_id", "u_code",
         "t_has", "t_id", "t_code", "rate", "rule", "prio")}
+    pc, un, tn = (dict(zip(ix, range(len(ix)))) for ix in (keys.project_codes, keys.user_names, keys.task_names))
     for group, row, rule_id, prio, deal_from, fixed in rows:
         if row is None:  # a deal: project-level row matched by group (the project) itself
             vals = dict(score=4, **{"from": _NO_FROM if deal_from is None else deal_from}, to=_NO_TO,
                         p_has=0, p_id=_NEVER_ID, p_code=-2, u_has=0, u_id=_NEVER_ID, u_code=-2,
                         t_has=0, t_id=_NEVER_ID, t_code=-2)
         else:
-            p = _filter(row.project, keys.project_codes)
-            u = _filter(row.person, keys.user_names)
-            t = _filter(row.task, keys.task_names)
+            p = _filter(row.project, pc)
+            u = _filter(row.person, un)
+            t = _filter(row.task, tn)
             vals = dict(score=row.score, **{"from": _NO_FROM if row.from_ is None else day_number(row.from_)},
                         to=_NO_TO if row.to is None else day_number(row.to),
                         p_has=int(p[0]), p_id=p[1], p_code=p[2], u_has=int(u[0]), u_id=u[1], u_code=u[2],

@@ -17,7 +17,6 @@ from sync_pipelines.ledger.ledger import (
     ledger_url_from_env,
     payload_hash,
 )
-from sync_pipelines.ledger.posting import OUTCOMES, PostOutcome, QboInvoiceApi, post_invoice
 from sync_pipelines.ledger.tokens import LedgerTokenStore, RefreshLockTimeout, TokenSet
 from sync_pipelines.ledger.types import (
     ACTIONS,
@@ -32,10 +31,6 @@ from sync_pipelines.ledger.types import (
 
 __all__ = [
     "ACTIONS",
-    "OUTCOMES",
-    "PostOutcome",
-    "QboInvoiceApi",
-    "post_invoice",
     "AuditRecord",
     "BeginResult",
     "InboxEvent",

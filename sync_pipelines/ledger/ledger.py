@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -191,6 +190,16 @@ class Ledger:
         ledger; concurrent callers are serialised by the ledger's write lock."""
         from alembic import command
 
+        self._alembic(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Downgrade the schema to `revision` (operator rollback of a release; drops the newer
+        columns and their data, keeps every row)."""
+        from alembic import command
+
+        self._alembic(command.downgrade, revision)
+
+    def _alembic(self, fn: Callable[..., Any], revision: str) -> None:
         cfg = self._alembic_config()
         sqlite = self.engine.dialect.name == "sqlite"
         with self.engine.connect() as conn:
@@ -210,7 +219,7 @@ class Ledger:
                             {"ns": PG_LOCK_NAMESPACE},
                         )
                     cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, revision)
+                    fn(cfg, revision)
             finally:
                 if sqlite:
                     conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
@@ -660,7 +669,7 @@ class Ledger:
         when given). ``posted_totals``/``posted_by_key``/``billed_centi`` cover `client_keys` (all
         when None) over all periods, and so does ``project_totals``. ``generations`` covers
         `period` (all when None); ``carryover_hours`` needs `period` (hours carried into it).
-        Map it to the billing engine's input with ``history.to_billing_history()``.
+        Map it to the billing engine's input with ``sync_pipelines.posting.history.billing_history``.
         """
         inv = invoices.c
         with self._read() as conn:

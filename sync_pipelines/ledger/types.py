@@ -164,24 +164,6 @@ class LedgerHistory:
     project_totals: dict[str, dict[int, Decimal]] = field(default_factory=dict)
     carryover_hours: dict[str, Decimal] = field(default_factory=dict)
 
-    def to_billing_history(self) -> Any:
-        """The billing engine's ``BillingHistory`` (imported lazily: the ledger does not depend on
-        the billing package, and billing never imports the ledger)."""
-        from sync_pipelines.billing.history import BillingHistory, PostedInvoice
-
-        return BillingHistory(
-            posted_entries=dict(self.billed_entries),
-            posted_invoices=tuple(
-                PostedInvoice(
-                    invoice_key=key, client_key=client, period=period, total=total,
-                    project_totals=dict(self.project_totals.get(key, {})),
-                )
-                for key, (client, period, total) in sorted(self.posted_by_key.items())
-            ),
-            generations=dict(self.generations),
-            carryover_hours=dict(self.carryover_hours),
-        )
-
 
 @dataclass(frozen=True)
 class AuditRecord:

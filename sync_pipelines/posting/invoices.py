@@ -11,7 +11,8 @@ The order of operations is the product's promise (DESIGN §6):
 
 A key already posted with the same payload is skipped; with a different payload it is reported
 as drift and never re-posted. A key left pending by a crash is first looked up in QuickBooks by
-its DocNumber fingerprint, because the earlier attempt may have landed.
+its DocNumber fingerprint, because the earlier attempt may have landed. Steps 2-4 are
+:mod:`sync_pipelines.posting.protocol`; this module adds the customer and the held drafts.
 """
 
 from __future__ import annotations
@@ -22,23 +23,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sync_pipelines import money
 from sync_pipelines.connectors.http import ApiError, ApiValidationError
-from sync_pipelines.connectors.quickbooks import QuickBooksClient, duplicate_txn_id
+from sync_pipelines.connectors.quickbooks import QuickBooksClient
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.posting.drafts import PostingDraft
+from sync_pipelines.posting.protocol import PostOutcome, post_invoice
 
 log = logging.getLogger(__name__)
 
-# Outcomes, as the reconciliation report and `ledger status` name them.
-POSTED = "posted"
-ALREADY_POSTED = "already_posted"
-RECOVERED = "recovered"  # an earlier, unconfirmed attempt had landed: found by DocNumber
+# Outcomes are those of protocol.OUTCOMES (posted, recovered, already_posted, drift, held, busy,
+# voided, failed); these two are the ones this module produces itself.
 HELD = "held"
-DRIFT = "drift"
 FAILED = "failed"
-BUSY = "busy"
-VOIDED = "voided"
 
 
 @dataclass
@@ -73,10 +69,6 @@ class PostingOutcome:
         }
 
 
-class PostingIncomplete(RuntimeError):
-    """Some invoices could not be posted because QuickBooks was unavailable; a re-run finishes them."""
-
-
 def post_drafts(
     drafts: Iterable[PostingDraft],
     *,
@@ -84,11 +76,12 @@ def post_drafts(
     ledger: Ledger,
     home_currency: str,
 ) -> list[PostingOutcome]:
-    """Post every ready draft, record every held one; never raises half-way through a batch.
+    """Post every ready draft, record every held one; never stops half-way through a batch.
 
-    Transient failures (QuickBooks unavailable after retries) leave the key pending or failed in
-    the ledger and are returned as ``failed`` outcomes; the caller decides whether to fail the
-    run (the Dagster asset does, so that a retry finishes the job).
+    The per-invoice protocol (ledger row first, requestid, DocNumber lookup on resume, TotalAmt
+    check) is :func:`sync_pipelines.posting.protocol.post_invoice`. Transient failures leave the
+    key pending or failed in the ledger and come back as ``failed`` outcomes; the caller decides
+    whether to fail the run (the Dagster asset does, so that a retry finishes the job).
     """
     outcomes = []
     for draft in drafts:
@@ -96,14 +89,25 @@ def post_drafts(
             outcomes.append(_hold(draft, ledger, list(draft.hold_reasons)))
             continue
         try:
-            outcomes.append(_post_one(draft, qbo=qbo, ledger=ledger, home_currency=home_currency))
+            customer_ref = _customer_ref(draft, qbo, home_currency)
+        except _CurrencyMismatch as exc:
+            outcomes.append(_hold(draft, ledger, [str(exc)]))
+            continue
         except ApiValidationError as exc:
-            # QuickBooks refused this invoice (a validation fault): hold it whole, with the reason.
-            reason = f"QuickBooks rejected the invoice: {exc}"
-            outcomes.append(_hold(draft, ledger, [reason]))
+            outcomes.append(_hold(draft, ledger, [f"QuickBooks refused the customer: {exc}"]))
+            continue
         except ApiError as exc:
-            ledger.record_failed(draft.key, str(exc))
             outcomes.append(_outcome(draft, FAILED, reasons=[str(exc)]))
+            continue
+        result = post_invoice(
+            ledger, qbo, draft.key,
+            realm_id=draft.realm_id, client_key=draft.client_key, period=draft.period,
+            group_key=draft.group_key, generation=draft.generation,
+            payload={**draft.payload, "CustomerRef": customer_ref},
+            expected_total=draft.expected_total, currency=draft.currency,
+            request_id=draft.request_id, doc_number=draft.doc_number, entries=draft.entries,
+        )
+        outcomes.append(_from_protocol(draft, result))
     return outcomes
 
 
@@ -120,6 +124,26 @@ def _outcome(draft: PostingDraft, outcome: str, **kw: Any) -> PostingOutcome:
     )
 
 
+def _from_protocol(draft: PostingDraft, result: PostOutcome) -> PostingOutcome:
+    begin, posted = result.begin, result.posted
+    qbo_total = posted.qbo_total_amt if posted is not None else begin.qbo_total_amt
+    if result.outcome == "drift":
+        qbo_total = begin.old_total
+    if result.outcome == "held":
+        log.warning("held invoice %s: %s", draft.key, result.message)
+    if result.total_matches is False:
+        log.error("total mismatch on %s: %s", draft.key, result.message)
+    return _outcome(
+        draft, result.outcome,
+        qbo_id=result.qbo_id,
+        doc_number=begin.qbo_doc_number or (draft.doc_number if result.ok else None),
+        qbo_total=qbo_total,
+        total_matches=result.total_matches if result.total_matches is not None
+        else (qbo_total == draft.expected_total if qbo_total is not None else None),
+        reasons=[result.message] if result.message else [],
+    )
+
+
 def _hold(draft: PostingDraft, ledger: Ledger, reasons: list[str]) -> PostingOutcome:
     ledger.record_held(
         draft.key,
@@ -132,9 +156,16 @@ def _hold(draft: PostingDraft, ledger: Ledger, reasons: list[str]) -> PostingOut
         payload=draft.payload,
         expected_total=draft.expected_total,
         currency=draft.currency,
+        request_id=draft.request_id,
+        doc_number=draft.doc_number,
+        entries=draft.entries,
     )
     log.warning("held invoice %s: %s", draft.key, "; ".join(reasons))
     return _outcome(draft, HELD, reasons=reasons)
+
+
+class _CurrencyMismatch(Exception):
+    pass
 
 
 def _customer_ref(draft: PostingDraft, qbo: QuickBooksClient, home_currency: str) -> dict[str, str]:
@@ -148,106 +179,3 @@ def _customer_ref(draft: PostingDraft, qbo: QuickBooksClient, home_currency: str
             f"QuickBooks customer {draft.customer_name!r} is in {existing}, the invoice is in {draft.currency}"
         )
     return {"value": str(customer["Id"]), "name": customer.get("DisplayName", draft.customer_name)}
-
-
-class _CurrencyMismatch(Exception):
-    pass
-
-
-def _post_one(draft: PostingDraft, *, qbo: QuickBooksClient, ledger: Ledger, home_currency: str) -> PostingOutcome:
-    try:
-        customer_ref = _customer_ref(draft, qbo, home_currency)
-    except _CurrencyMismatch as exc:
-        return _hold(draft, ledger, [str(exc)])
-    payload = {**draft.payload, "CustomerRef": customer_ref}
-
-    begin = ledger.begin_posting(
-        draft.key,
-        realm_id=draft.realm_id,
-        client_key=draft.client_key,
-        period=draft.period,
-        group_key=draft.group_key,
-        generation=draft.generation,
-        payload=payload,
-        expected_total=draft.expected_total,
-        currency=draft.currency,
-        request_id=draft.request_id,
-        doc_number=draft.doc_number,
-        entries=list(draft.entries),
-    )
-    if begin.action == "resume_pending":
-        # The earlier attempt may have reached QuickBooks before the crash: find it by its
-        # DocNumber fingerprint before posting again (requestid replay alone is not a guarantee,
-        # peers.md §3.1).
-        found = qbo.find_invoice_by_doc_number(draft.doc_number)
-        if found is not None:
-            return _record(draft, ledger, found, RECOVERED)
-        begin = ledger.begin_posting(
-            draft.key,
-            realm_id=draft.realm_id,
-            client_key=draft.client_key,
-            period=draft.period,
-            group_key=draft.group_key,
-            generation=draft.generation,
-            payload=payload,
-            expected_total=draft.expected_total,
-            currency=draft.currency,
-            request_id=draft.request_id,
-            doc_number=draft.doc_number,
-            entries=list(draft.entries),
-            resume_attempt=begin.attempt,
-        )
-
-    if begin.action == "skip_posted":
-        return _outcome(
-            draft, ALREADY_POSTED, qbo_id=begin.qbo_id, doc_number=begin.qbo_doc_number,
-            qbo_total=begin.qbo_total_amt, total_matches=begin.qbo_total_amt == draft.expected_total,
-        )
-    if begin.action == "drift":
-        return _outcome(
-            draft, DRIFT, qbo_id=begin.qbo_id, doc_number=begin.qbo_doc_number, qbo_total=begin.old_total,
-            reasons=[
-                f"posted invoice's inputs changed: posted {begin.old_total}, now {begin.new_total} "
-                f"({draft.currency}); not re-posted"
-            ],
-        )
-    if begin.action in ("held", "voided", "busy"):
-        reasons = list(begin.reasons)
-        if begin.action == "voided":
-            reasons.append(f"invoice was voided in QuickBooks; reissue as generation {begin.next_generation}")
-        if begin.action == "busy":
-            reasons.append("another run is posting this invoice right now")
-        return _outcome(draft, {"held": HELD, "voided": VOIDED, "busy": BUSY}[begin.action], reasons=reasons)
-    if begin.action != "post":
-        raise RuntimeError(f"unexpected ledger action {begin.action!r} for {draft.key}")
-
-    body = money.loads(begin.payload_json) if begin.payload_json else payload
-    try:
-        created = qbo.create_invoice(body, draft.request_id)
-    except ApiValidationError as exc:
-        txn_id = duplicate_txn_id(exc)
-        if txn_id is None:
-            raise
-        # 6140: our DocNumber is taken, and the fingerprint is ours: an earlier attempt landed.
-        return _record(draft, ledger, qbo.get_invoice(txn_id), RECOVERED)
-    return _record(draft, ledger, created, POSTED)
-
-
-def _record(draft: PostingDraft, ledger: Ledger, invoice: dict[str, Any], outcome: str) -> PostingOutcome:
-    total = money.to_decimal(invoice.get("TotalAmt", "0"), what="TotalAmt")
-    posted = ledger.record_posted(
-        draft.key,
-        qbo_id=str(invoice["Id"]),
-        sync_token=str(invoice.get("SyncToken", "0")),
-        qbo_doc_number=invoice.get("DocNumber"),
-        qbo_total_amt=total,
-        intuit_tid=invoice.get("intuit_tid"),
-    )
-    reasons = []
-    if not posted.total_matches:
-        reasons.append(f"QuickBooks TotalAmt {total} differs from our total {draft.expected_total}")
-        log.error("total mismatch on %s: QuickBooks %s, ours %s", draft.key, total, draft.expected_total)
-    return _outcome(
-        draft, outcome, qbo_id=str(invoice["Id"]), doc_number=invoice.get("DocNumber"),
-        qbo_total=total, total_matches=posted.total_matches, reasons=reasons,
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 import uuid
@@ -22,6 +23,8 @@ from .http import Req, Resp, iso_z, new_uuid, qbo_time
 from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, retry_after_s
 from .state import SandboxState
 from .webhooks import WebhookSender
+
+log = logging.getLogger("sync_pipelines.sandbox")
 
 Route_ = tuple[str, "re.Pattern[str]", Callable[..., Resp]]
 
@@ -290,8 +293,11 @@ class Sandbox:
                 with self.st.lock:
                     n = len(self.st.access_tokens)
                     self.st.access_tokens = {t: 0 for t in self.st.access_tokens}
+                    revoked = bool(body.get("refresh_token", False))
+                    if revoked:  # the app must be reconnected: every refresh now gets invalid_grant
+                        self.st.refresh_token = "sbx-rt-revoked-" + new_uuid()
                     self.st.touch("sandbox")
-                return Resp(200, {"expired_access_tokens": n}, mutated=True)
+                return Resp(200, {"expired_access_tokens": n, "refresh_token_revoked": revoked}, mutated=True)
             if path.startswith("/_sandbox/actions/") and req.method == "POST":
                 return self.action(path.rsplit("/", 1)[1], body)
         except ValueError as exc:
@@ -359,12 +365,18 @@ def create_app(sb: Sandbox) -> Starlette:
         )
         api = sb.classify(req.path)
         extra_headers: dict[str, str] = {}
-        if api is None:
-            resp = Resp(404, {"error": f"no such API path {req.path}"})
-        elif api == "admin":
-            resp = sb.admin(req)
-        else:
-            resp = await _serve_api(sb, api, req, extra_headers)
+        try:
+            if api is None:
+                resp = Resp(404, {"error": f"no such API path {req.path}"})
+            elif api == "admin":
+                resp = sb.admin(req)
+            else:
+                resp = await _serve_api(sb, api, req, extra_headers)
+            payload = resp.body_bytes()
+        except Exception:  # noqa: BLE001 - a sandbox bug must still answer in the API's own shape
+            log.exception("sandbox: unhandled error on %s %s", req.method, req.path)
+            resp = sb.fault_response(api, "500") if api in ("quickbooks", "harvest", "hubspot") else Resp(500, {"error": "internal error"})
+            payload = resp.body_bytes()
         if resp.mutated:
             await asyncio.get_running_loop().run_in_executor(None, sb.persist)
         sb.flush_events()
@@ -373,7 +385,7 @@ def create_app(sb: Sandbox) -> Starlette:
         if api == "quickbooks":
             headers["intuit_tid"] = "1-" + uuid.uuid4().hex[:8] + "-" + uuid.uuid4().hex[:24]
             headers.setdefault("Qbo-Version", "1.4.83")
-        return Response(resp.body_bytes(), status_code=resp.status, headers=headers,
+        return Response(payload, status_code=resp.status, headers=headers,
                         media_type=resp.content_type + ("; charset=utf-8" if resp.content_type == "application/json" else ""))
 
     return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])

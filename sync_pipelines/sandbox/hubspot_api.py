@@ -62,6 +62,10 @@ def render(otype: str, rec: dict, props: list[str] | None, assoc: list[str] | No
         if a not in names:
             names.append(a)
     p = rec["properties"]
+    if props and st is not None:
+        # a property that does not exist on the object type is left out (HubSpot ignores it)
+        known = st.defined_properties(otype)
+        names = [n for n in names if n in known or n in p]
     out: dict[str, Any] = {
         "id": rec["id"],
         "properties": {n: p.get(n) for n in names},
@@ -270,7 +274,7 @@ def search(otype: str) -> Callable[[SandboxState, Req], Resp]:
         total = len(recs)
         page = recs[after : after + limit]
         props = body.get("properties") or None
-        out: dict[str, Any] = {"total": total, "results": [render(otype, r, props) for r in page]}
+        out: dict[str, Any] = {"total": total, "results": [render(otype, r, props, None, st) for r in page]}
         if after + limit < total:
             nxt = str(after + limit)
             out["paging"] = {"next": {"after": nxt, "link": f"?after={nxt}"}}
@@ -327,7 +331,7 @@ def update_deal(st: SandboxState, req: Req, id: str) -> Resp:
     rec["updatedAt"] = now
     st.touch("hubspot")
     names = list(DEFAULT_PROPERTIES["deals"]) + [k for k in props if k not in DEFAULT_PROPERTIES["deals"]]
-    return Resp(200, render("deals", rec, names), mutated=True)
+    return Resp(200, render("deals", rec, names, None, st), mutated=True)
 
 
 def define_deal_property(st: SandboxState, req: Req) -> Resp:
@@ -364,15 +368,114 @@ def associations_v4(st: SandboxState, req: Req, from_type: str, id: str, to_type
     return Resp(200, {"results": results})
 
 
+def _json_body(req: Req) -> Any:
+    from sync_pipelines import money
+
+    try:
+        return money.loads(req.body or b"{}")
+    except ValueError:
+        return None
+
+
+def _inputs(body: Any, limit: int = 100) -> tuple[list[str] | None, Resp | None]:
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) and "id" in i for i in inputs):
+        return None, error(400, "VALIDATION_ERROR", 'Invalid input JSON: expected {"inputs": [{"id": ...}]}')
+    if len(inputs) > limit:
+        return None, error(400, "VALIDATION_ERROR", f"Too many inputs: at most {limit} are allowed, got {len(inputs)}")
+    return [str(i["id"]) for i in inputs], None
+
+
+def _batch_envelope(results: list, errors: list) -> Resp:
+    now = iso_z()
+    body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}
+    if errors:
+        body["numErrors"] = len(errors)
+        body["errors"] = errors
+    return Resp(207 if errors else 200, body)
+
+
+def associations_v4_batch(st: SandboxState, req: Req, from_type: str, to_type: str) -> Resp:
+    """POST /crm/v4/associations/{from}/{to}/batch/read: 207 with errors for ids without any."""
+    if from_type not in st.hubspot or to_type not in st.hubspot:
+        return error(400, "VALIDATION_ERROR", "Unknown object type")
+    ids, err = _inputs(_json_body(req), 1000)
+    if err:
+        return err
+    results, errors = [], []
+    for i in ids or []:
+        single = associations_v4(st, req, from_type, i, to_type)
+        found = single.body.get("results") if single.status == 200 else None
+        if found:
+            results.append({"from": {"id": i}, "to": found})
+        else:
+            errors.append({"status": "error", "category": "OBJECT_NOT_FOUND",
+                           "subCategory": "crm.associations.NO_ASSOCIATIONS_FOUND",
+                           "message": f"No {to_type[:-1]} is associated with {from_type[:-1]} {i}.",
+                           "context": {"fromObjectId": [i]}})
+    return _batch_envelope(results, errors)
+
+
+def batch_read(otype: str) -> Callable[[SandboxState, Req], Resp]:
+    def handler(st: SandboxState, req: Req) -> Resp:
+        body = _json_body(req)
+        ids, err = _inputs(body)
+        if err:
+            return err
+        props = body.get("properties") or None
+        results, missing = [], []
+        for i in ids or []:
+            rec = st.hubspot[otype].get(i)
+            if rec is None:
+                missing.append(i)
+            else:
+                results.append(render(otype, rec, props, None, st))
+        errors = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some "
+                   f"{otype.upper()} objects, they may be deleted or not exist.", "context": {"ids": missing}}] if missing else []
+        return _batch_envelope(results, errors)
+
+    return handler
+
+
+def batch_update_deals(st: SandboxState, req: Req) -> Resp:
+    body = _json_body(req)
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        return error(400, "VALIDATION_ERROR", 'Invalid input JSON: expected {"inputs": [{"id": ..., "properties": {...}}]}')
+    if len(inputs) > 100:
+        return error(400, "VALIDATION_ERROR", f"Too many inputs: at most 100 are allowed, got {len(inputs)}")
+    # all-or-nothing validation first, as HubSpot rejects the whole batch on a bad property
+    for item in inputs:
+        if not isinstance(item, dict) or str(item.get("id")) not in st.hubspot["deals"]:
+            return error(404, "OBJECT_NOT_FOUND", "Object not found.", context={"id": [str((item or {}).get("id"))]})
+        for k in (item.get("properties") or {}):
+            if k not in st.defined_deal_properties or k in READ_ONLY:
+                return error(400, "VALIDATION_ERROR", f'Property values were not valid: "{k}"',
+                             errors=[{"message": f'Property "{k}" does not exist', "code": "PROPERTY_DOESNT_EXIST",
+                                      "context": {"propertyName": [k]}}])
+    results = []
+    for item in inputs:
+        from sync_pipelines import money
+
+        sub = Req("PATCH", req.path, [], req.headers, money.dumps({"properties": item.get("properties") or {}}).encode(), req.base_url)
+        results.append(update_deal(st, sub, str(item["id"])).body)
+    resp = _batch_envelope(results, [])
+    resp.mutated = True
+    return resp
+
+
 ROUTES: list[tuple[str, str, Callable[..., Resp]]] = []
 for _t in OBJECT_TYPES:
     ROUTES += [
         ("GET", rf"/crm/v3/objects/{_t}", list_objects(_t)),
         ("POST", rf"/crm/v3/objects/{_t}/search", search(_t)),
         ("GET", rf"/crm/v3/objects/{_t}/(?P<id>\d+)", get_object(_t)),
+        ("POST", rf"/crm/v3/objects/{_t}/batch/read", batch_read(_t)),
     ]
 ROUTES += [
     ("PATCH", r"/crm/v3/objects/deals/(?P<id>\d+)", update_deal),
+    ("POST", r"/crm/v3/objects/deals/batch/update", batch_update_deals),
     ("POST", r"/crm/v3/properties/deals", define_deal_property),
+    ("POST", r"/crm/v4/associations/(?P<from_type>[a-z_]+)/(?P<to_type>[a-z_]+)/batch/read", associations_v4_batch),
     ("GET", r"/crm/v4/objects/(?P<from_type>[a-z_]+)/(?P<id>\d+)/associations/(?P<to_type>[a-z_]+)", associations_v4),
 ]

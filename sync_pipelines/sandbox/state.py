@@ -7,6 +7,7 @@ must remember across restarts (QBO OAuth tokens, requestid replays, HubSpot prop
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 import tempfile
@@ -43,9 +44,13 @@ class SandboxState:
 
     # ------------------------------------------------------------------ load / dump
     def load(self, fx: dict) -> None:
+        # Everything the sandbox can change is copied, so `initial_fixture` stays pristine for
+        # reset(); Harvest data is never changed and is shared (it can be a million entries).
+        fx = {**fx, **{k: copy.deepcopy(fx.get(k) or {}) for k in ("hubspot", "quickbooks", "sandbox")}}
         with self.lock:
             self._dump_cache: dict[str, str] = {}
             self.harvest_cache: dict[tuple, list] = {}
+            self._defined_cache: dict[str, set[str]] = {}
             h = fx["harvest"]
             self.harvest: dict[str, list[dict]] = {k: list(h.get(k, [])) for k in ("clients", "projects", "users", "tasks")}
             for k in self.harvest:
@@ -104,7 +109,7 @@ class SandboxState:
                     self.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
 
     def reset(self) -> None:
-        self.load(validate_fixture(self.initial_fixture))
+        self.load(self.initial_fixture)
 
     def touch(self, section: str) -> None:
         self._dump_cache.pop(section, None)
@@ -170,6 +175,20 @@ class SandboxState:
             except FileNotFoundError:
                 pass
             raise
+
+    def defined_properties(self, otype: str) -> set[str]:
+        """Property names that exist for an object type (reads leave out the others)."""
+        if otype == "deals":
+            return self.defined_deal_properties
+        from .hubspot_api import DEFAULT_PROPERTIES
+
+        cache = self._defined_cache.get(otype)
+        if cache is None:
+            cache = set(DEFAULT_PROPERTIES.get(otype, ()))
+            for r in self.hubspot[otype].values():
+                cache |= set(r["properties"])
+            self._defined_cache[otype] = cache
+        return cache
 
     # ------------------------------------------------------------------ change events (webhooks)
     def qbo_event(self, entity: str, rid: str, operation: str) -> None:
