@@ -167,3 +167,60 @@ def test_no_secret_reaches_logs_audit_rows_metadata_or_files(billed: Billed) -> 
     for secret in secrets:
         leaks = [h[:200] for h in haystacks if secret in h]
         assert not leaks, f"a secret leaked into: {leaks[0]}"
+
+
+def test_the_dagster_webserver_shows_the_runs_and_the_billing_board(billed: Billed) -> None:
+    """A real dagster-webserver on the same instance: lineage, runs and per-client partitions."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DAGSTER_HOME": str(billed.home), **billed.sandbox.env()}
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "webserver did not start"
+            time.sleep(0.5)
+
+        def gql(query: str) -> dict:
+            response = httpx.post(f"{base}/graphql", json={"query": query}, timeout=60)
+            response.raise_for_status()
+            body = response.json()
+            assert "errors" not in body, body
+            return body["data"]
+
+        nodes = gql("{ assetNodes { assetKey { path } dependencyKeys { path } groupName } }")["assetNodes"]
+        deps = {n["assetKey"]["path"][-1]: {d["path"][-1] for d in n["dependencyKeys"]} for n in nodes}
+        assert deps["qbo_invoices"] == {"invoice_drafts"}
+        runs = gql('{ runsOrError { ... on Runs { results { runId jobName status tags { key value } } } } }')
+        results = runs["runsOrError"]["results"]
+        billing_runs = [r for r in results if r["jobName"] == "client_month_billing"]
+        assert billing_runs and all(r["status"] == "SUCCESS" for r in billing_runs)
+        status = gql(
+            '{ assetNodeOrError(assetKey: {path: ["qbo_invoices"]}) { ... on AssetNode { '
+            'assetPartitionStatuses { ... on MultiPartitionStatuses { primaryDimensionName '
+            'ranges { primaryDimStartKey secondaryDim { ... on DefaultPartitionStatuses { materializedPartitions } } } } } } } }'
+        )["assetNodeOrError"]["assetPartitionStatuses"]
+        materialized = {p for r in status["ranges"] for p in r["secondaryDim"]["materializedPartitions"]}
+        assert {c.client_key for c in billed.first.clients} <= materialized
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -9,7 +9,6 @@ for month × client, ``acme|2026-10`` (Dagster sorts dimension names: client, mo
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -52,9 +51,3 @@ client_months = dg.MultiPartitionsDefinition({"month": monthly, "client": client
 def client_month_key(client_key: str, month: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"client": client_key, "month": month})
 
-
-def month_bounds(period: str) -> tuple[date, date]:
-    """First and last day of ``YYYY-MM`` (both inclusive, as Harvest's from/to are)."""
-    first = date.fromisoformat(f"{period}-01")
-    last = date(first.year + first.month // 12, first.month % 12 + 1, 1) - timedelta(days=1)
-    return first, last

@@ -2,10 +2,10 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
-from sync_pipelines.defs.partitions import month_bounds, monthly
+from sync_pipelines.defs.partitions import monthly
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import HarvestResource
-from sync_pipelines.extract.frames import rejected_frame, time_entries_frame
+from sync_pipelines.extract import sources
 
 EXTRACT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -25,11 +25,9 @@ def harvest_time_entries(context: dg.AssetExecutionContext, harvest: HarvestReso
     them. Records Harvest sent malformed are quarantined (see the `quarantine_file` metadata).
     """
     period = context.partition_key
-    first, last = month_bounds(period)
     with harvest.client() as client:
-        fetched = client.list_time_entries(first, last)
-    frame = time_entries_frame(fetched.records)
-    meta = keep_rejected(context, "harvest", period, rejected_frame(fetched.rejected))
+        frame, rejected = sources.harvest_time_entries(client, period)
+    meta = keep_rejected(context, "harvest", period, rejected)
     hours = frame["hours_centi"].sum() if len(frame) else 0
     billable = frame.loc[frame["billable"], "hours_centi"].sum() if len(frame) else 0
     return dg.Output(

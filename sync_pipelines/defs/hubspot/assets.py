@@ -5,7 +5,7 @@ from sync_pipelines.defs.harvest.assets import EXTRACT_RETRY
 from sync_pipelines.defs.partitions import monthly
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import HubSpotResource
-from sync_pipelines.extract.frames import DEAL_PROPERTIES, deals_frame, rejected_frame
+from sync_pipelines.extract import sources
 
 
 @dg.asset(
@@ -23,10 +23,8 @@ def hubspot_deals(context: dg.AssetExecutionContext, hubspot: HubSpotResource) -
     `po_number`. Each deal's primary company is attached so the invoice can be matched to it.
     """
     with hubspot.client() as client:
-        fetched = client.list_deals(DEAL_PROPERTIES)
-        company_ids = client.deal_company_ids([d.id for d in fetched.records]) if fetched.records else {}
-    frame = deals_frame(fetched.records, company_ids)
-    meta = keep_rejected(context, "hubspot", context.partition_key, rejected_frame(fetched.rejected))
+        frame, rejected = sources.hubspot_deals(client)
+    meta = keep_rejected(context, "hubspot", context.partition_key, rejected)
     linked = int(frame["harvest_project_id"].notna().sum()) if len(frame) else 0
     return dg.Output(
         frame,

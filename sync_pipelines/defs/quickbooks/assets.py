@@ -2,13 +2,12 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
-from sync_pipelines.connectors.http import FetchResult
 from sync_pipelines.connectors.quickbooks import quote
 from sync_pipelines.defs.harvest.assets import EXTRACT_RETRY
-from sync_pipelines.defs.partitions import client_months, month_bounds, monthly
+from sync_pipelines.defs.partitions import client_months, monthly
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
-from sync_pipelines.extract.frames import catalog_frame, rejected_frame
+from sync_pipelines.extract import sources
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import FAILED, HELD, post_drafts
 
@@ -31,10 +30,8 @@ def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResourc
     Inactive customers are listed because they still own their name in QuickBooks.
     """
     with quickbooks.client() as client:
-        parts: dict[str, FetchResult] = {e: client.list_entities(e) for e in ("Customer", "Item", "Class", "Term")}
-    frame = catalog_frame(parts["Customer"].records, parts["Item"].records, parts["Class"].records, parts["Term"].records)
-    rejected = [r for p in parts.values() for r in p.rejected]
-    meta = keep_rejected(context, "quickbooks", context.partition_key, rejected_frame(rejected))
+        frame, rejected = sources.qbo_catalog(client)
+    meta = keep_rejected(context, "quickbooks", context.partition_key, rejected)
     counts = frame["entity"].value_counts().to_dict() if len(frame) else {}
     return dg.Output(
         frame,
@@ -60,7 +57,7 @@ def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBo
     The reconciliation report compares these with what the ledger posted, so an invoice keyed
     in by hand for a client we also bill shows up before the client gets two.
     """
-    first, last = month_bounds(context.partition_key)
+    first, last = sources.month_bounds(context.partition_key)
     with quickbooks.client() as client:
         rows = client.query_all("Invoice", f"TxnDate >= {quote(first.isoformat())} AND TxnDate <= {quote(last.isoformat())}")
     records = [
