@@ -8,7 +8,6 @@ error our users fear.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
@@ -60,27 +59,41 @@ def loads(data: str | bytes) -> Any:
     return json.loads(data, parse_float=Decimal)
 
 
-def _replace_decimals(o: Any, token: str) -> Any:
-    if isinstance(o, Decimal):
-        if not o.is_finite():
-            raise ValueError(f"cannot write {o} as a JSON number")
-        return f"{token}{format(o, 'f')}{token}"
-    if isinstance(o, dict):
-        return {k: _replace_decimals(v, token) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_replace_decimals(v, token) for v in o]
+def _refuse_floats(o: Any) -> None:
     if isinstance(o, float):
         raise TypeError(f"refusing binary float {o!r} in a payload; use Decimal")
-    return o
+    if isinstance(o, dict):
+        for v in o.values():
+            _refuse_floats(v)
+    elif isinstance(o, (list, tuple)):
+        for v in o:
+            _refuse_floats(v)
 
 
-def dumps(obj: Any, **kwargs: Any) -> str:
-    """json.dumps writing Decimals as JSON numbers with their exact digits (never via float)."""
+def dumps(obj: Any, *, strict: bool = True, **kwargs: Any) -> str:
+    """json.dumps writing Decimals as JSON numbers with their exact digits (never via float).
+
+    ``strict`` (the default, for anything sent to an API or stored in the ledger) refuses binary
+    floats anywhere in ``obj``; the sandbox, serving large fixtures, passes ``strict=False``.
+    """
+    if strict:
+        _refuse_floats(obj)
     # json cannot emit a number from a non-float object, so each Decimal travels as a string
-    # wrapped in a per-call nonce and is unquoted afterwards.
+    # wrapped in a per-call nonce and is unquoted afterwards. The C encoder calls `default` only
+    # for Decimals, so nothing else walks the structure in Python.
     token = "@dec" + secrets.token_hex(6) + "@"
-    text = json.dumps(_replace_decimals(obj, token), **kwargs)
-    return re.sub('"' + re.escape(token) + r'(-?[0-9]+(?:\.[0-9]+)?)' + re.escape(token) + '"', r"\1", text)
+
+    def default(o: Any) -> str:
+        if isinstance(o, Decimal):
+            if not o.is_finite():
+                raise ValueError(f"cannot write {o} as a JSON number")
+            return token + format(o, "f") + token
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    text = json.dumps(obj, default=default, **kwargs)
+    if token not in text:
+        return text
+    return text.replace('"' + token, "").replace(token + '"', "")
 
 
 def hours_from_centi(centi: int) -> Decimal:

@@ -182,6 +182,12 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
     weights = weights[rng.permutation(clients)]
     weights /= weights.sum()
     e_client = rng.choice(clients, size=entries, p=weights)
+    # the unassigned client (the last one) always has some time, and so does the first client
+    # (whose person + task rate must have entries to apply to)
+    k = min(entries, max(3, entries // 100))
+    picks = rng.choice(entries, size=min(entries, 2 * k), replace=False)
+    e_client[picks[:k]] = clients - 1
+    e_client[picks[k:]] = 0
     proj_pick = rng.random(entries)
     n_cp = np.array([len(client_projects[c]) for c in range(clients)])
     first_proj = np.array([client_projects[c][0] for c in range(clients)])
@@ -191,6 +197,10 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
     team_off = np.concatenate([[0], np.cumsum(team_size)[:-1]])
     e_user = team_flat[team_off[e_client] + (rng.random(entries) * team_size[e_client]).astype(np.int64)]
     e_task = rng.choice(len(TASKS), size=entries, p=TASK_WEIGHTS)
+    first_client_rows = picks[k:]
+    if len(first_client_rows):  # the person of the person + task rate logs Design time
+        e_user[first_client_rows[0]] = team[0][0]
+        e_task[first_client_rows[0]] = 0
     # dates: ~94% in the month (weekdays mostly), ~3% previous month, ~3% next month
     which = rng.random(entries)
 
