@@ -1,0 +1,77 @@
+"""Failure alerts reach a Slack-compatible webhook over real HTTP, naming client and month."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+
+from sync_pipelines.alerts import Alert, send
+from sync_pipelines.defs.alerts import alert_on_failed_billing_run
+
+
+@pytest.fixture
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secretpart", received
+    server.shutdown()
+
+
+def test_send_posts_the_alert_text(webhook) -> None:
+    url, received = webhook
+    assert send(Alert("Invoice held", ("client acme", "month 2026-10")), webhook_url=url)
+    assert "Invoice held" in received[0]["text"] and "client acme" in received[0]["text"]
+
+
+def test_an_unreachable_webhook_never_raises_and_never_logs_its_url(caplog) -> None:
+    url = "http://127.0.0.1:9/hooks/T000/B000/secretpart"
+    assert send(Alert("x"), webhook_url=url) is False
+    assert "secretpart" not in caplog.text
+
+
+@dg.op
+def failing_step():
+    raise RuntimeError("QuickBooks unavailable after 5 attempts")
+
+
+@dg.job
+def failing_job():
+    failing_step()
+
+
+def test_a_failed_run_is_alerted_with_client_and_month(webhook, monkeypatch) -> None:
+    url, received = webhook
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", url)
+    monkeypatch.setenv("DAGSTER_WEBSERVER_URL", "http://dagster.example:3000")
+    with dg.instance_for_test() as instance:
+        result = failing_job.execute_in_process(
+            instance=instance, raise_on_error=False, tags={"dagster/partition": "acme|2026-10"}
+        )
+        assert not result.success
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_failed_billing_run", dagster_instance=instance,
+            dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
+        ).for_run_failure()
+        alert_on_failed_billing_run(ctx)
+    [message] = received
+    text = message["text"]
+    assert "Billing run failed" in text and "client acme" in text and "month 2026-10" in text
+    assert "failing_step: RuntimeError: QuickBooks unavailable after 5 attempts" in text
+    assert f"http://dagster.example:3000/runs/{result.run_id}" in text
