@@ -7,12 +7,18 @@ into the event log, the ledger's audit rows or the files written for people.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import pytest
 
 from sync_pipelines import money
@@ -23,6 +29,7 @@ from sync_pipelines.sandbox import SandboxServer, generate_fixture
 from sync_pipelines_tests.independent_totals import expected_invoices
 
 PERIOD = "2026-10"
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -169,26 +176,19 @@ def test_no_secret_reaches_logs_audit_rows_metadata_or_files(billed: Billed) -> 
         assert not leaks, f"a secret leaked into: {leaks[0]}"
 
 
-def test_the_dagster_webserver_shows_the_runs_and_the_billing_board(billed: Billed) -> None:
-    """A real dagster-webserver on the same instance: lineage, runs and per-client partitions."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
+@pytest.fixture(scope="module")
+def webserver(billed: Billed) -> Iterator[str]:
+    """A real dagster-webserver process on the instance the billing runs were recorded in."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "DAGSTER_HOME": str(billed.home), **billed.sandbox.env()}
-    repo = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -199,28 +199,62 @@ def test_the_dagster_webserver_shows_the_runs_and_the_billing_board(billed: Bill
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "webserver did not start"
             time.sleep(0.5)
-
-        def gql(query: str) -> dict:
-            response = httpx.post(f"{base}/graphql", json={"query": query}, timeout=60)
-            response.raise_for_status()
-            body = response.json()
-            assert "errors" not in body, body
-            return body["data"]
-
-        nodes = gql("{ assetNodes { assetKey { path } dependencyKeys { path } groupName } }")["assetNodes"]
-        deps = {n["assetKey"]["path"][-1]: {d["path"][-1] for d in n["dependencyKeys"]} for n in nodes}
-        assert deps["qbo_invoices"] == {"invoice_drafts"}
-        runs = gql('{ runsOrError { ... on Runs { results { runId jobName status tags { key value } } } } }')
-        results = runs["runsOrError"]["results"]
-        billing_runs = [r for r in results if r["jobName"] == "client_month_billing"]
-        assert billing_runs and all(r["status"] == "SUCCESS" for r in billing_runs)
-        status = gql(
-            '{ assetNodeOrError(assetKey: {path: ["qbo_invoices"]}) { ... on AssetNode { '
-            'assetPartitionStatuses { ... on MultiPartitionStatuses { primaryDimensionName '
-            'ranges { primaryDimStartKey secondaryDim { ... on DefaultPartitionStatuses { materializedPartitions } } } } } } } }'
-        )["assetNodeOrError"]["assetPartitionStatuses"]
-        materialized = {p for r in status["ranges"] for p in r["secondaryDim"]["materializedPartitions"]}
-        assert {c.client_key for c in billed.first.clients} <= materialized
+        yield base
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_webserver_api_shows_lineage_runs_and_the_billing_board(billed: Billed, webserver: str) -> None:
+    def gql(query: str) -> dict:
+        response = httpx.post(f"{webserver}/graphql", json={"query": query}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    nodes = gql("{ assetNodes { assetKey { path } dependencyKeys { path } groupName } }")["assetNodes"]
+    deps = {n["assetKey"]["path"][-1]: {d["path"][-1] for d in n["dependencyKeys"]} for n in nodes}
+    assert deps["qbo_invoices"] == {"invoice_drafts"}
+    runs = gql('{ runsOrError { ... on Runs { results { runId jobName status tags { key value } } } } }')
+    results = runs["runsOrError"]["results"]
+    billing_runs = [r for r in results if r["jobName"] == "client_month_billing"]
+    assert billing_runs and all(r["status"] == "SUCCESS" for r in billing_runs)
+    status = gql(
+        '{ assetNodeOrError(assetKey: {path: ["qbo_invoices"]}) { ... on AssetNode { '
+        'assetPartitionStatuses { ... on MultiPartitionStatuses { primaryDimensionName '
+        'ranges { primaryDimStartKey secondaryDim { ... on DefaultPartitionStatuses { materializedPartitions } } } } } } } }'
+    )["assetNodeOrError"]["assetPartitionStatuses"]
+    materialized = {p for r in status["ranges"] for p in r["secondaryDim"]["materializedPartitions"]}
+    assert {c.client_key for c in billed.first.clients} <= materialized
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("chromium is not installed: .ci/run installs Debian's chromium for this test")
+    pytest.skip("no chromium on this machine (apt-get install chromium) to render the UI")
+
+
+def _render(url: str, tmp_path: Path) -> str:
+    # Flags as the machine notes require for headless Chromium as root on a closed network.
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path}", "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_a_browser_renders_the_runs_and_the_billing_board(billed: Billed, webserver: str, tmp_path: Path) -> None:
+    runs_page = _render(f"{webserver}/runs", tmp_path / "a")
+    assert "client_month_billing" in runs_page and "month_extract" in runs_page
+    board = _render(f"{webserver}/assets/qbo_invoices?view=partitions", tmp_path / "b")
+    assert f"Materialized ({len(billed.first.clients)})" in board
+    for client in billed.first.clients:
+        assert client.client_key in board
