@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.ledger.schema import metadata
+from sync_pipelines_tests.conftest import fresh_database
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -42,22 +42,11 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def _pg_migrated(postgres_server_url: str) -> Iterator[str]:
     """One migrated PostgreSQL database for the session (tables truncated before each test)."""
-    name = f"sync_ledger_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    led = Ledger(url)
-    led.migrate()
-    led.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(
-            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"),
-            {"n": name},
-        )
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with fresh_database(postgres_server_url, "sync_ledger_test") as url:
+        led = Ledger(url)
+        led.migrate()
+        led.dispose()
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
