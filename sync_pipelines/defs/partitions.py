@@ -51,3 +51,13 @@ client_months = dg.MultiPartitionsDefinition({"month": monthly, "client": client
 def client_month_key(client_key: str, month: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"client": client_key, "month": month})
 
+
+
+# Every extract asset: one month at a time, retried on transient API failures (the connectors
+# already retry each call; this re-runs the whole step after a longer outage).
+EXTRACT_ASSET = dict(
+    partitions_def=monthly,
+    group_name="extract",
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    code_version="1",
+)

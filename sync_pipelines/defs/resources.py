@@ -9,7 +9,7 @@ sandbox is just a different base URL.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from collections.abc import Iterator
 
 import dagster as dg
@@ -65,16 +65,12 @@ class HarvestResource(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     ledger: LedgerResource
 
-    @contextmanager
-    def client(self) -> Iterator[HarvestClient]:
-        client = HarvestClient(
+    def client(self) -> closing[HarvestClient]:
+        """A client for one step (``with harvest.client() as client:``); every call is audited."""
+        return closing(HarvestClient(
             self.base_url, self.account_id, self.access_token,
             timeout=self.timeout_seconds, audit=self.ledger.open(),
-        )
-        try:
-            yield client
-        finally:
-            client.close()
+        ))
 
 
 class HubSpotResource(dg.ConfigurableResource):
@@ -85,13 +81,9 @@ class HubSpotResource(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     ledger: LedgerResource
 
-    @contextmanager
-    def client(self) -> Iterator[HubSpotClient]:
-        client = HubSpotClient(self.base_url, self.access_token, timeout=self.timeout_seconds, audit=self.ledger.open())
-        try:
-            yield client
-        finally:
-            client.close()
+    def client(self) -> closing[HubSpotClient]:
+        """A client for one step (``with hubspot.client() as client:``); every call is audited."""
+        return closing(HubSpotClient(self.base_url, self.access_token, timeout=self.timeout_seconds, audit=self.ledger.open()))
 
 
 class QuickBooksResource(dg.ConfigurableResource):
@@ -113,6 +105,7 @@ class QuickBooksResource(dg.ConfigurableResource):
 
     @contextmanager
     def client(self) -> Iterator[QuickBooksClient]:
+        """A client for one step, its OAuth tokens kept in the ledger; every call is audited."""
         ledger = self.ledger.open()
         oauth = QboOAuth(
             self.token_url, self.client_id, self.client_secret, ledger.tokens, self.realm_id,

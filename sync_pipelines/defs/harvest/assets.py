@@ -2,21 +2,12 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
-from sync_pipelines.defs.partitions import monthly
+from sync_pipelines.defs.partitions import EXTRACT_ASSET
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import HarvestResource
 from sync_pipelines.extract import sources
 
-EXTRACT_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-@dg.asset(
-    partitions_def=monthly,
-    group_name="extract",
-    kinds={"harvest", "pandas"},
-    retry_policy=EXTRACT_RETRY,
-    code_version="1",
-)
+@dg.asset(kinds={"harvest", "pandas"}, **EXTRACT_ASSET)
 def harvest_time_entries(context: dg.AssetExecutionContext, harvest: HarvestResource) -> dg.Output[pd.DataFrame]:
     """Every Harvest time entry whose spent date falls in the month, for all clients.
 

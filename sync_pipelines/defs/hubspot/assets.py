@@ -1,20 +1,13 @@
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines.defs.harvest.assets import EXTRACT_RETRY
-from sync_pipelines.defs.partitions import monthly
+from sync_pipelines.defs.partitions import EXTRACT_ASSET
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import HubSpotResource
 from sync_pipelines.extract import sources
 
 
-@dg.asset(
-    partitions_def=monthly,
-    group_name="extract",
-    kinds={"hubspot", "pandas"},
-    retry_policy=EXTRACT_RETRY,
-    code_version="1",
-)
+@dg.asset(kinds={"hubspot", "pandas"}, **EXTRACT_ASSET)
 def hubspot_deals(context: dg.AssetExecutionContext, hubspot: HubSpotResource) -> dg.Output[pd.DataFrame]:
     """HubSpot deals as they stood when the month was extracted, with their billing properties.
 

@@ -2,26 +2,19 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
-from sync_pipelines.connectors.quickbooks import quote
-from sync_pipelines.defs.harvest.assets import EXTRACT_RETRY
-from sync_pipelines.defs.partitions import client_months, monthly
+from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
+from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 from sync_pipelines.extract import sources
 from sync_pipelines.posting.drafts import posting_drafts
-from sync_pipelines.posting.invoices import FAILED, HELD, post_drafts
+from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, post_drafts
 
 EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
                             "balance", "private_note"]
 
 
-@dg.asset(
-    partitions_def=monthly,
-    group_name="extract",
-    kinds={"quickbooks", "pandas"},
-    retry_policy=EXTRACT_RETRY,
-    code_version="1",
-)
+@dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
 def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
     """QuickBooks customers, items, classes and terms, inactive ones included.
 
@@ -44,13 +37,7 @@ def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResourc
     )
 
 
-@dg.asset(
-    partitions_def=monthly,
-    group_name="extract",
-    kinds={"quickbooks", "pandas"},
-    retry_policy=EXTRACT_RETRY,
-    code_version="1",
-)
+@dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
 def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
     """Invoices already in QuickBooks dated in the month, whoever created them.
 
@@ -100,18 +87,32 @@ def qbo_invoices(
     before QuickBooks is called, the call carries the invoice key as `requestid`, and QuickBooks'
     TotalAmt is checked against ours. Re-running is always safe: an invoice already posted with
     the same content is skipped, one whose inputs changed since is reported as drift and never
-    re-posted, and a held invoice is recorded with its reasons and never partly sent.
+    re-posted (the report gives the delta in hours and money and proposes a true-up line or a
+    credit memo), and a held invoice is recorded with its reasons and never partly sent.
+
+    If QuickBooks refuses the stored refresh token (`invalid_grant`), the run fails at once,
+    without retries, with the steps to reconnect the app.
     """
     drafts = posting_drafts(invoice_drafts)
-    with quickbooks.client() as client:
-        outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(), home_currency=invoice_drafts["home_currency"])
-    frame = pd.DataFrame([o.as_row() for o in outcomes],
-                         columns=["invoice_key", "client_key", "period", "group_key", "outcome", "currency",
-                                  "expected_total", "qbo_total", "total_matches", "qbo_id", "doc_number", "reasons"])
+    try:
+        with quickbooks.client() as client:
+            outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(),
+                                   home_currency=invoice_drafts["home_currency"])
+    except QboReconnectRequired as exc:
+        # Retrying cannot help until a person re-authorises the app; the message names the realm
+        # and the token endpoint, never a token.
+        raise dg.Failure(
+            description=reconnect_message(exc.realm_id),
+            metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
+            allow_retries=False,
+        ) from None
+    frame = pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
     counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
     for o in outcomes:
         if o.outcome == HELD:
             context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
+        if o.drift is not None:
+            context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
     failed = [o for o in outcomes if o.outcome == FAILED]
     if failed:
         # QuickBooks stayed unavailable through the connector's retries: fail the step so the
@@ -130,4 +131,15 @@ def qbo_invoices(
             ),
             "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
         },
+    )
+
+
+def reconnect_message(realm_id: str) -> str:
+    """What the operator does when QuickBooks answers ``invalid_grant`` (refresh token refused)."""
+    return (
+        f"QuickBooks refused the refresh token for realm {realm_id} (invalid_grant): the app must be "
+        "reconnected. Re-authorise it with Intuit (OAuth 2.0 consent for this company, e.g. in the "
+        "Intuit developer OAuth playground or your app's connect page), set QBO_REFRESH_TOKEN to the "
+        "new refresh token in the code location's environment, then re-run this client's month "
+        "(nothing was posted twice: the ledger kept every invoice's state)."
     )
