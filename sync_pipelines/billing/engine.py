@@ -8,6 +8,7 @@ Decimals in the output frames. No binary float touches any of them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -23,7 +24,7 @@ from sync_pipelines.billing.grouping import group_key
 from sync_pipelines.billing.history import BillingHistory
 from sync_pipelines.billing.invoices import InvoiceContext, finish_invoices
 from sync_pipelines.billing.lines import KIND_INCLUDED, KIND_OVERAGE, KIND_TIME, aggregate
-from sync_pipelines.billing.rates import EntryKeys, rate_fixed, resolve_rates
+from sync_pipelines.billing.rates import EntryKeys, Rule, rate_fixed, resolve_rates
 from sync_pipelines.billing.rounding import MODE_CODES, round_centi
 from sync_pipelines.billing.rules import ClientRules, RulesFile
 from sync_pipelines.billing.selection import EPOCH, base_reasons, day_numbers, period_bounds
@@ -33,7 +34,35 @@ ENTRY_COLUMNS = ["entry_id", "client_key", "status", "reason", "invoice_key", "l
 
 @dataclass
 class BillingResult:
-    """Output of `price_month` (see docs/architecture.md "Billing engine")."""
+    """Output of `price_month` (see docs/architecture.md "Billing engine").
+
+    `entries`: the input columns of every entry of the run (the selected clients' entries, plus
+    unmapped ones when no client filter is given), then `client_key` (None when unmapped),
+    `status` ("billed" = on a line of a draft, which may be held; "excluded"), `reason` (None
+    when billed), `invoice_key`, `line_no` (Int64; a retainer boundary entry split over two
+    lines gives its first).
+
+    `lines`: one row per QBO line, in invoice then line order: invoice_key, client_key,
+    group_key, line_no (1..n per invoice), kind (retainer_fee | included | overage | time |
+    discount | minimum | cap), detail_type (SalesItemLineDetail | DiscountLineDetail),
+    description, item_name, item_id, class_name, class_id, service_date, qty, unit_price,
+    amount (Decimals; a discount line's amount is positive and is subtracted, a cap line's is
+    negative), currency, rate_rule, raw_centi, billed_centi, raw_hours, billed_hours,
+    entry_ids (list[int]), entry_count, rounding, project_id / task_id / user_id (Int64, set
+    when the line is split on them), discount_percent (percent-based discount line only),
+    priced (False: no rate applied; the invoice is held).
+
+    `invoices`: invoice_key, client_key, period, group_key, generation, currency, subtotal,
+    discount, discount_percent, minimum_fee, cap_adjustment (<= 0), write_down (= -cap_adjustment),
+    total, status ("ready" | "held"), hold_reasons (list[str]), doc_number, request_id,
+    customer_name, customer_id (None: to be created), customer_currency, memo, po_numbers,
+    terms_name, terms_id, class_name, class_id, txn_date, service_start, service_end, raw_hours,
+    billed_hours, entry_count, line_count, retainer_included_hours, retainer_used_hours,
+    retainer_carry_forward_hours (None unless retainer), project_totals ({project id: amount}
+    for projects with deal terms).
+
+    `extras["timings"]`: seconds per phase of the run.
+    """
 
     period: str
     realm_id: str
@@ -60,9 +89,13 @@ def _codes(values: pd.Series, sort: bool = True) -> tuple[np.ndarray, pd.Index]:
 
 
 def _int_col(df: pd.DataFrame, name: str) -> np.ndarray:
+    """An integer column as int64, missing values as -1; never through float64 (ids and
+    centihours must stay exact): a float column is refused."""
     col = df[name]
+    if pd.api.types.is_float_dtype(col.dtype):
+        raise TypeError(f"column {name!r} is {col.dtype}: integers expected (no binary floats)")
     if col.dtype == object or isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
-        col = pd.to_numeric(col, errors="coerce").fillna(-1)
+        return pd.array(col.tolist(), dtype="Int64").fillna(-1).to_numpy(dtype=np.int64)
     return col.to_numpy().astype(np.int64)
 
 
@@ -89,6 +122,7 @@ def price_month(
     eff: dict[str, ClientRules] = {k: rules.effective(k) for k in client_keys}
     n_clients = len(client_keys)
 
+    clock = _Clock()
     # ---- which rows belong to this run -----------------------------------------------------
     harvest_ids = _int_col(entries, "client_id") if len(entries) else np.zeros(0, dtype=np.int64)
     sel_index = pd.Index([eff[k].harvest_client_id for k in client_keys])
@@ -102,13 +136,16 @@ def price_month(
     n = len(E)
 
     days = day_numbers(E["spent_date"]) if n else np.zeros(0, dtype=np.int64)
-    reasons = base_reasons(E, code, days, period) if n else np.zeros(0, dtype=object)
+    if n:
+        reasons, candidate = base_reasons(E, code, days, period)
+    else:
+        reasons, candidate = np.zeros(0, dtype=object), np.zeros(0, dtype=bool)
 
+    clock.mark("selection")
     # ---- deals, groups and invoice keys ----------------------------------------------------
     terms: dict[int, ProjectTerms] = project_terms(deals, rules.firm.timezone)
     project_id = _int_col(E, "project_id") if n else np.zeros(0, dtype=np.int64)
     entry_id = _int_col(E, "entry_id") if n else np.zeros(0, dtype=np.int64)
-    candidate = pd.isnull(reasons).astype(bool) if n else np.zeros(0, dtype=bool)
 
     pair = code * (2**36) + np.where(project_id >= 0, project_id, 2**35)
     pair_codes, pair_uniques = pd.factorize(np.where(candidate, pair, -1))
@@ -158,6 +195,7 @@ def price_month(
             candidate[idx[other]] = False
             inv[idx[other]] = -1
 
+    clock.mark("groups_keys")
     # ---- the billable entries --------------------------------------------------------------
     S_idx = np.flatnonzero(candidate)
     S = _Billable(E, S_idx)
@@ -179,6 +217,7 @@ def price_month(
     keys = EntryKeys(group=s_code, day=s_day, project_id=s_project, project_code=pcode_codes, user_id=s_user,
                      user_name=user_codes, task_id=s_task, task_name=task_codes, project_codes=project_codes,
                      user_names=user_names, task_names=task_names)
+    clock.mark("prep")
     rate, rule, ambiguous, rule_list = resolve_rates(client_keys, eff, terms, keys)
 
     # rounding per client
@@ -223,6 +262,7 @@ def price_month(
         hit = pd.Index(by_task_keys).get_indexer(s_code * (2**32) + task_codes)
         s_item = np.where(hit >= 0, np.array(by_task_items, dtype=np.int64)[np.maximum(hit, 0)], s_item)
 
+    clock.mark("rates_items")
     # ---- retainer: fee, included hours in (spent_date, entry id) order, boundary split -------
     retainer_c = np.array([eff[k].billing_type == "retainer" for k in client_keys] or [False])
     available_c = np.zeros(max(n_clients, 1), dtype=np.int64)
@@ -230,8 +270,6 @@ def price_month(
     overage_rate_c = np.full(max(n_clients, 1), -1, dtype=np.int64)
     overage_rule: dict[int, int] = {}
     included_rule: dict[int, int] = {}
-    from sync_pipelines.billing.rates import Rule
-
     for c, k in enumerate(client_keys):
         r = eff[k].retainer
         if eff[k].billing_type != "retainer" or r is None:
@@ -292,7 +330,8 @@ def price_month(
         p_ambiguous &= ~((kind == KIND_OVERAGE) & (overage_rate_c[p_code] >= 0))
 
     sp = part_src
-    parts = pd.DataFrame({
+    clock.mark("retainer")
+    parts = {
         "inv": s_inv[sp], "client": p_code, "kind": kind, "item": s_item[sp],
         "ld_project": np.where(show_project[sp], s_project[sp], -1),
         "ld_task": np.where(det_task[sp], s_task[sp], -1),
@@ -304,10 +343,11 @@ def price_month(
         "s_user": np.where(det_user[sp], user_codes[sp], -1),
         "s_day": np.where(det_entry[sp], s_day[sp], -1),
         "day": s_day[sp], "entry_id": s_entry[sp], "src": sp,
-    })
+    }
     lines, part_line, ids_per_line = aggregate(parts, line_scope_c, inc_c, mode_c, minor_c)
-    lines.attrs["src"] = parts["src"].to_numpy()
+    lines.attrs["src"] = parts["src"]
 
+    clock.mark("lines")
     # ---- per-invoice facts gathered vectorised ----------------------------------------------
     n_inv = len(invoices)
     problems: list[list[str]] = [[] for _ in range(n_inv)]
@@ -325,12 +365,12 @@ def price_month(
             ids = bad[bad[:, 0] == i, 1]
             problems[int(i)].append(f"two rate rows tie for entries {', '.join(map(str, ids[:5]))}" + (" ..." if len(ids) > 5 else ""))
     if "client_currency" in S and len(S):
-        cur = S.values("client_currency")
-        client_cur = np.array([eff[k].currency for k in client_keys] or [""], dtype=object)[s_code]
-        has = pd.notna(cur)
-        mism = has & (cur.astype(object) != client_cur)
+        cur_codes, cur_names = S.codes("client_currency")
+        want = cur_names.get_indexer(pd.Index([eff[k].currency for k in client_keys] or [""], dtype=object))
+        mism = (cur_codes >= 0) & (cur_codes != want[s_code])
         if mism.any():
-            bad = pd.DataFrame({"inv": s_inv[mism], "cur": cur[mism].astype(str)}).drop_duplicates().sort_values(["inv", "cur"])
+            cur = cur_names.to_numpy(dtype=object)[cur_codes[mism]]
+            bad = pd.DataFrame({"inv": s_inv[mism], "cur": cur.astype(str)}).drop_duplicates().sort_values(["inv", "cur"])
             for i, grp in bad.groupby("inv"):
                 ck = invoices[int(i)][0]
                 problems[int(i)].append(
@@ -338,9 +378,9 @@ def price_month(
     # projects on each invoice (deal problems, project caps)
     inv_projects: list[list[int]] = [[] for _ in range(n_inv)]
     if len(S):
-        pp = pd.DataFrame({"inv": s_inv, "pid": s_project}).drop_duplicates().sort_values(["inv", "pid"])
-        for i, pid in zip(pp["inv"].to_numpy(), pp["pid"].to_numpy()):
-            inv_projects[int(i)].append(int(pid))
+        pairs = np.unique(s_inv * (2**36) + s_project)
+        for i, pid in zip((pairs // (2**36)).tolist(), (pairs % (2**36)).tolist()):
+            inv_projects[i].append(pid)
 
     ctx = InvoiceContext(
         rules=rules, period=period, start=start, end=end, realm_id=realm_id, history=history,
@@ -350,8 +390,10 @@ def price_month(
         included_used_c=included_used_c,
     )
     names = S
+    clock.mark("invoice_prep")
     lines_out, invoices_out, dropped, line_numbers = finish_invoices(ctx, lines, ids_per_line, names)
 
+    clock.mark("invoices")
     # ---- the entries report -----------------------------------------------------------------
     status = np.where(candidate, "billed", "excluded").astype(object)
     inv_key_col = np.full(n, None, dtype=object)
@@ -379,8 +421,23 @@ def price_month(
     out["invoice_key"] = pd.Series(inv_key_col, dtype=object, index=out.index)
     out["line_no"] = line_no_col
 
+    clock.mark("report")
     return BillingResult(period=period, realm_id=realm_id, home_currency=rules.firm.home_currency, entries=out,
-                         lines=lines_out, invoices=invoices_out, rules_source=rules.source)
+                         lines=lines_out, invoices=invoices_out, rules_source=rules.source,
+                         extras={"timings": clock.laps})
+
+
+class _Clock:
+    """Wall time per phase (seconds), reported in `BillingResult.extras["timings"]`."""
+
+    def __init__(self) -> None:
+        self._t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 4)
+        self._t = now
 
 
 def _entry_ref(S: "_Billable", i: int) -> str:
@@ -418,17 +475,29 @@ class _Billable:
         return _int_col(self._E, col)[self._idx]
 
     def codes(self, col: str) -> tuple[np.ndarray, pd.Index]:
-        """Sorted factorisation: codes are in lexicographic order of the values, -1 for missing."""
-        codes, uniques = pd.factorize(pd.Series(self.values(col), dtype=object), sort=True, use_na_sentinel=True)
-        return codes.astype(np.int64), pd.Index(uniques)
+        """Sorted factorisation: codes are in lexicographic order of the values, -1 for missing.
+
+        The whole column is factorised (fast on pandas' string dtype), then taken at `idx`.
+        """
+        codes, uniques = pd.factorize(self._E[col], use_na_sentinel=True)
+        uniques = pd.Index(uniques, dtype=object)
+        order = np.argsort(uniques.to_numpy(dtype=object).astype(str), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        codes = codes.astype(np.int64)
+        sorted_codes = np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else -1, -1)
+        return sorted_codes[self._idx], pd.Index(uniques.to_numpy(dtype=object)[order])
 
     def get(self, col: str, i: int):  # noqa: ANN201
         v = self.values(col)[i]
         return None if _missing(v) else v
 
     def texts(self, col: str, positions: np.ndarray) -> np.ndarray:
-        """Object array of the column's text at `positions`, None where missing."""
-        out = self.values(col)[positions].astype(object)
+        """Object array of the column's text at `positions` (of the billable entries), None where missing."""
+        if col in self._cache:
+            out = self._cache[col][positions].astype(object)
+        else:
+            out = np.array(self._E[col].take(self._idx[positions]).to_numpy(dtype=object), dtype=object, copy=True)
         out[pd.isna(out)] = None
         return out
 

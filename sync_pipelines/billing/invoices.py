@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ def _dec_minor(v: int, digits: int) -> Decimal:
     return Decimal(int(v)).scaleb(-digits)
 
 
-def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.ndarray], names: Any) -> dict[str, list]:
+def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[list[int]], names: Any) -> dict[str, list]:
     """Output columns of every time line, built column-wise (object-array operations, no per-entry work)."""
     n = len(L)
     cols: dict[str, list] = {c: [None] * n for c in LINE_COLUMNS}
@@ -172,7 +172,7 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
     cols["billed_centi"] = a["billed"].tolist()
     cols["raw_hours"] = raw_h.tolist()
     cols["billed_hours"] = cols["qty"]
-    cols["entry_ids"] = [ids.tolist() for ids in ids_per_line]
+    cols["entry_ids"] = ids_per_line
     cols["entry_count"] = a["n_entries"].tolist()
     cols["rounding"] = rounding_c[client].tolist()
     cols["project_id"] = [v if v >= 0 else None for v in a["ld_project"].tolist()]
@@ -204,7 +204,7 @@ def _extra_line(ctx: InvoiceContext, inv: int, kind: str, description: str, amou
     }
 
 
-def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.ndarray], names: Any
+def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[list[int]], names: Any
                     ) -> tuple[pd.DataFrame, pd.DataFrame, set[int], np.ndarray]:
     """Complete every invoice. Returns (lines, invoices, dropped invoice codes, line_no per time line)."""
     cols = _time_line_rows(ctx, L, ids_per_line, names)
@@ -238,7 +238,7 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
         # retainer fee first
         fee = Decimal(0)
         retainer = e.retainer if e.billing_type == "retainer" else None
-        if retainer is not None:
+        if retainer is not None and retainer.fee > 0:
             fee = retainer.fee
             carried = int(ctx.carry_c[c])
             text = f"Retainer {ctx.period}: {hours(retainer.included_centi)} h included"
@@ -280,6 +280,10 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
                 discount += _q(rest * client_pct / 100, cur)
             elif client_amt is not None:
                 discount += min(client_amt, rest)
+        if client_pct is not None:  # the client's percent also discounts deal projects without their own
+            for pid in project_amount:
+                if pid not in deal_pct:
+                    share_of_project[pid] = _q(project_amount[pid] * client_pct / 100, cur)
         after_discount = subtotal - discount
 
         # minimum
@@ -370,7 +374,7 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
             if customer_currency != cur:
                 holds.append(f"QuickBooks customer {e.qbo_customer!r} is in {customer_currency}, the rules say {cur}")
 
-        if total == 0 and retainer is None and not holds:
+        if total == 0 and fee == 0 and not holds:
             dropped.add(inv)
             continue
 
@@ -412,14 +416,16 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[np.
             "retainer_included_hours": hours(int(ctx.available_c[c])) if retainer is not None else None,
             "retainer_used_hours": hours(used_inc) if retainer is not None else None,
             "retainer_carry_forward_hours": carry_forward if retainer is not None else None,
-            "project_totals": project_totals,
+            # {Harvest project id: amount billed here}, for deal not-to-exceed caps (the ledger keeps it)
+            "project_totals": dict(sorted(project_totals.items())),
         })
 
     if len(L):
         cls = np.array(inv_class + [(None, None)], dtype=object)[inv_arr]
         cols["class_name"] = cls[:, 0].tolist()
         cols["class_id"] = cls[:, 1].tolist()
-        cols["item_id"] = [item_id_of.get(name) for name in cols["item_name"]]
+        item_id_arr = np.array([item_id_of.get(nm) for nm in ctx.item_names] + [None], dtype=object)
+        cols["item_id"] = item_id_arr[L["item"].to_numpy()].tolist()
         cols["line_no"] = time_line_no.tolist()
     time = pd.DataFrame(cols, columns=LINE_COLUMNS, dtype=object)
     keep = ~np.isin(inv_arr, np.array(sorted(dropped), dtype=np.int64)) if dropped else np.ones(len(L), dtype=bool)
@@ -451,4 +457,4 @@ def _memo(template: str | None, pos: list[str], ck: str, customer: str, ctx: Inv
     return template.format(**values)
 
 
-__all__ = ["INVOICE_COLUMNS", "LINE_COLUMNS", "InvoiceContext", "finish_invoices", "ROUND_HALF_UP"]
+__all__ = ["INVOICE_COLUMNS", "LINE_COLUMNS", "InvoiceContext", "finish_invoices"]

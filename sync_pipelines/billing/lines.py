@@ -37,62 +37,92 @@ def amount_minor(billed_centi: np.ndarray, rate: np.ndarray, minor_digits: np.nd
     return (product + div // 2) // div
 
 
-def aggregate(parts: pd.DataFrame, scope_line: np.ndarray, inc: np.ndarray, mode: np.ndarray,
-              minor_digits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[np.ndarray]]:
-    """Group parts into lines.
+def group_ids(keys: list[np.ndarray]) -> np.ndarray:
+    """Dense group id per row for the combination of int64 key columns.
+
+    Each column is made dense (0..k-1; small non-negative ranges as they are, others through a
+    hash factorisation), then columns are packed into one int64 by mixed radix while the radix
+    product fits, re-densified when it would not.
+    """
+    if not keys:
+        return np.zeros(0, dtype=np.int64)
+    gid = np.zeros(len(keys[0]), dtype=np.int64)
+    size = 1
+    for k in keys:
+        lo, hi = (int(k.min()), int(k.max())) if len(k) else (0, 0)
+        if hi - lo < 1 << 16:
+            codes, card = k - lo, hi - lo + 1
+        else:
+            codes, uniques = pd.factorize(k)
+            card = len(uniques)
+        if size * card >= 1 << 62:
+            gid, uniq = pd.factorize(gid)
+            size = len(uniq)
+        gid = gid * card + codes
+        size *= card
+    return pd.factorize(gid)[0].astype(np.int64)
+
+
+def aggregate(parts: dict[str, np.ndarray], scope_line: np.ndarray, inc: np.ndarray, mode: np.ndarray,
+              minor_digits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[list[int]]]:
+    """Group parts (a dict of equal-length int64 arrays) into lines.
 
     `scope_line`, `inc`, `mode`, `minor_digits` are per client code. Returns (lines, line id per
     part, entry ids per line) with lines sorted into invoice order (line ids are positions).
     """
-    if len(parts) == 0:
+    n_parts = len(parts["inv"])
+    if n_parts == 0:
         empty = pd.DataFrame({c: np.zeros(0, dtype=np.int64) for c in
                               LINE_KEYS + ["client", "raw", "billed", "amount", "rule", "rule_multi", "day_min",
                                            "day_max", "first", "n_entries", "unpriced"]})
+        empty.attrs["multi_rules"] = {}
         return empty, np.zeros(0, dtype=np.int64), []
-    gid = parts.groupby(LINE_KEYS, sort=False).ngroup().to_numpy()
+    gid = group_ids([parts[k] for k in LINE_KEYS])
     n_lines = int(gid.max()) + 1
-    first = np.full(n_lines, len(parts), dtype=np.int64)
-    np.minimum.at(first, gid, np.arange(len(parts), dtype=np.int64))
-    lines = parts.iloc[first][LINE_KEYS + ["client", "s_project", "s_task", "s_user", "s_day"]].reset_index(drop=True)
+    eid = parts["entry_id"]
+    order = np.lexsort((eid, gid))  # by line, entry ids ascending within a line
+    g_sorted = gid[order]
+    starts = np.searchsorted(g_sorted, np.arange(n_lines))
+    first = order[starts]
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values.astype(np.int64)[order], starts)
+
+    lines = pd.DataFrame({k: parts[k][first] for k in LINE_KEYS + ["client", "s_project", "s_task", "s_user", "s_day"]})
     lines["first"] = first
-    lines["raw"] = _sum_int(gid, parts["raw"].to_numpy(), n_lines)
-    entry_billed = _sum_int(gid, parts["billed"].to_numpy(), n_lines)
-    day = parts["day"].to_numpy()
-    dmin = np.full(n_lines, np.iinfo(np.int64).max, dtype=np.int64)
-    dmax = np.full(n_lines, np.iinfo(np.int64).min, dtype=np.int64)
-    np.minimum.at(dmin, gid, day)
-    np.maximum.at(dmax, gid, day)
-    lines["day_min"], lines["day_max"] = dmin, dmax
-    lines["n_entries"] = np.bincount(gid, minlength=n_lines)
+    raw = total(parts["raw"])
+    lines["raw"] = raw
+    entry_billed = total(parts["billed"])
+    day = parts["day"][order]
+    lines["day_min"] = np.minimum.reduceat(day, starts)
+    lines["day_max"] = np.maximum.reduceat(day, starts)
+    lines["n_entries"] = np.diff(np.append(starts, n_parts))
 
     client = lines["client"].to_numpy()
-    by_line = scope_line[client]
-    line_minutes = _sum_int(gid, to_minutes(parts["raw"].to_numpy()), n_lines)
+    line_minutes = total(to_minutes(parts["raw"]))
     line_inc = inc[client]
-    line_rounded = np.where(line_inc > 0, round_minutes(line_minutes, line_inc, mode[client]), lines["raw"].to_numpy())
-    lines["billed"] = np.where(by_line, line_rounded, entry_billed)
+    line_rounded = np.where(line_inc > 0, round_minutes(line_minutes, line_inc, mode[client]), raw)
+    billed = np.where(scope_line[client], line_rounded, entry_billed)
+    lines["billed"] = billed
     rate = lines["rate"].to_numpy()
     lines["unpriced"] = rate < 0
-    lines["amount"] = amount_minor(lines["billed"].to_numpy(), rate, minor_digits[client])
+    lines["amount"] = amount_minor(billed, rate, minor_digits[client])
 
     # the rate rule(s) behind each line: usually one; several rules with one rate share a line
-    rules = pd.DataFrame({"g": gid, "rule": parts["rule"].to_numpy()}).drop_duplicates()
-    rule_count = np.bincount(rules["g"].to_numpy(), minlength=n_lines)
-    lines["rule"] = parts["rule"].to_numpy()[first]
-    lines["rule_multi"] = rule_count > 1
-    multi = {}
-    if (rule_count > 1).any():
-        sub = rules[rule_count[rules["g"].to_numpy()] > 1].sort_values(["g", "rule"])
-        for g, grp in sub.groupby("g"):
-            multi[int(g)] = [int(r) for r in grp["rule"]]
-    lines.attrs["multi_rules"] = multi
+    rule_sorted = parts["rule"][order]
+    rmin = np.minimum.reduceat(rule_sorted, starts)
+    rmax = np.maximum.reduceat(rule_sorted, starts)
+    lines["rule"] = rmin
+    lines["rule_multi"] = rmin != rmax
+    multi: dict[int, list[int]] = {}
+    for g in np.flatnonzero(rmin != rmax).tolist():
+        end = starts[g + 1] if g + 1 < n_lines else n_parts
+        multi[g] = sorted(set(rule_sorted[starts[g]:end].tolist()))
 
     # entry ids per line, ascending
-    eid = parts["entry_id"].to_numpy()
-    order = np.lexsort((eid, gid))
-    bounds = np.searchsorted(gid[order], np.arange(n_lines + 1))
-    sorted_ids = eid[order]
-    ids_per_line = [sorted_ids[bounds[i]:bounds[i + 1]] for i in range(n_lines)]
+    all_ids = eid[order].tolist()
+    bl = np.append(starts, n_parts).tolist()
+    ids_per_line = [all_ids[bl[i]:bl[i + 1]] for i in range(n_lines)]
 
     # invoice order
     sort_order = np.lexsort(tuple(lines[k].to_numpy() for k in reversed(SORT_KEYS)))
@@ -100,11 +130,5 @@ def aggregate(parts: pd.DataFrame, scope_line: np.ndarray, inc: np.ndarray, mode
     remap[sort_order] = np.arange(n_lines)
     lines = lines.iloc[sort_order].reset_index(drop=True)
     lines.attrs["multi_rules"] = {int(remap[g]): v for g, v in multi.items()}
-    ids_per_line = [ids_per_line[i] for i in sort_order]
+    ids_per_line = [ids_per_line[i] for i in sort_order.tolist()]
     return lines, remap[gid], ids_per_line
-
-
-def _sum_int(gid: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros(n, dtype=np.int64)
-    np.add.at(out, gid, values.astype(np.int64))
-    return out

@@ -67,31 +67,36 @@ def _filter(value: int | str | None, names: dict[str, int]) -> tuple[bool, int, 
     return True, _NEVER_ID, names.get(value, -3)
 
 
+_TABLE_COLUMNS = ("group", "score", "from", "to", "p_has", "p_id", "p_code", "u_has", "u_id", "u_code",
+                  "t_has", "t_id", "t_code", "rate", "rule", "prio")
+_DEAL_FILTERS = (0, _NEVER_ID, -2, 0, _NEVER_ID, -2, 0, _NEVER_ID, -2)
+
+
 def _table(rows: list[tuple[int, RateRow | None, int, int, int | None, int]], keys: EntryKeys) -> dict[str, np.ndarray]:
-    """rows: (group, row, rule_id, prio, deal_from_day, rate_fixed)."""
-    cols: dict[str, list[int]] = {k: [] for k in (
-        "group", "score", "from", "to", "p_has", "p_id", "p_code", "u_has", "u_id", "u_code",
-        "t_has", "t_id", "t_code", "rate", "rule", "prio")}
-    pc, un, tn = (dict(zip(ix, range(len(ix)))) for ix in (keys.project_codes, keys.user_names, keys.task_names))
+    """rows: (group, row, rule_id, prio, deal_from_day, rate_fixed) -> int64 columns sorted by group."""
+    pc, un, tn = ({v: i for i, v in enumerate(ix.tolist())} for ix in (keys.project_codes, keys.user_names, keys.task_names))
+    days: dict[object, int] = {}
+
+    def day(d: object) -> int:
+        if d not in days:
+            days[d] = day_number(d)  # type: ignore[arg-type]
+        return days[d]
+
+    out = []
     for group, row, rule_id, prio, deal_from, fixed in rows:
-        if row is None:  # a deal: project-level row matched by group (the project) itself
-            vals = dict(score=4, **{"from": _NO_FROM if deal_from is None else deal_from}, to=_NO_TO,
-                        p_has=0, p_id=_NEVER_ID, p_code=-2, u_has=0, u_id=_NEVER_ID, u_code=-2,
-                        t_has=0, t_id=_NEVER_ID, t_code=-2)
+        if row is None:  # a deal: a project-level row, matched through its group (the project)
+            out.append((group, 4, _NO_FROM if deal_from is None else deal_from, _NO_TO, *_DEAL_FILTERS,
+                        fixed, rule_id, prio))
         else:
             p = _filter(row.project, pc)
             u = _filter(row.person, un)
             t = _filter(row.task, tn)
-            vals = dict(score=row.score, **{"from": _NO_FROM if row.from_ is None else day_number(row.from_)},
-                        to=_NO_TO if row.to is None else day_number(row.to),
-                        p_has=int(p[0]), p_id=p[1], p_code=p[2], u_has=int(u[0]), u_id=u[1], u_code=u[2],
-                        t_has=int(t[0]), t_id=t[1], t_code=t[2])
-        vals.update(group=group, rate=fixed, rule=rule_id, prio=prio)
-        for k, v in vals.items():
-            cols[k].append(v)
-    out = {k: np.asarray(v, dtype=np.int64) for k, v in cols.items()}
-    order = np.argsort(out["group"], kind="stable")
-    return {k: v[order] for k, v in out.items()}
+            out.append((group, row.score, _NO_FROM if row.from_ is None else day(row.from_),
+                        _NO_TO if row.to is None else day(row.to), int(p[0]), p[1], p[2], int(u[0]), u[1], u[2],
+                        int(t[0]), t[1], t[2], fixed, rule_id, prio))
+    arr = np.array(out, dtype=np.int64).reshape(len(out), len(_TABLE_COLUMNS))
+    arr = arr[np.argsort(arr[:, 0], kind="stable")]
+    return {k: np.ascontiguousarray(arr[:, i]) for i, k in enumerate(_TABLE_COLUMNS)}
 
 
 def _scan(table: dict[str, np.ndarray], group: np.ndarray, n_groups: int, keys: EntryKeys,

@@ -161,9 +161,10 @@ def reference_price(rules: RulesFile, period: str, entries: list[dict[str, Any]]
                 line["entry_ids"].append(e["entry_id"])
         out_lines = []
         subtotal = Decimal(0)
-        if c.billing_type == "retainer":
-            out_lines.append(("retainer_fee", Decimal(1), c.retainer.fee, c.retainer.fee, ()))  # type: ignore[union-attr]
-            subtotal += c.retainer.fee  # type: ignore[union-attr]
+        fee = c.retainer.fee if c.billing_type == "retainer" else Decimal(0)  # type: ignore[union-attr]
+        if fee > 0:
+            out_lines.append(("retainer_fee", Decimal(1), fee, fee, ()))
+            subtotal += fee
         for line in lines.values():
             qty = line["billed"]
             if rnd.scope == "line":  # type: ignore[union-attr]
@@ -193,7 +194,7 @@ def reference_price(rules: RulesFile, period: str, entries: list[dict[str, Any]]
                 cap_adj = remaining - total
                 total = remaining
             used_in_run[(key, cap_period)] = used_in_run.get((key, cap_period), Decimal(0)) + total
-        if total == 0 and c.billing_type != "retainer" and not held:
+        if total == 0 and fee == 0 and not held:
             for ln in out_lines:
                 for eid in ln[4]:
                     excluded[eid] = f"invoice {ik} not issued: its total is zero"

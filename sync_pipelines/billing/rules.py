@@ -224,6 +224,17 @@ class RulesFile(_Model):
     source: str = Field(default="<rules>", exclude=True)
 
     def effective(self, client_key: str) -> ClientRules:
+        # memoised: a copy of this model (model_copy) may share the dict, so each entry remembers
+        # the exact objects it was computed from and is recomputed when any differs
+        cache = self.__dict__.setdefault("_effective_cache", {})
+        basis = (self.clients[client_key], self.defaults, self.firm)
+        hit = cache.get(client_key)
+        if hit is None or any(a is not b for a, b in zip(hit[0], basis)):
+            hit = (basis, self._effective(client_key))
+            cache[client_key] = hit
+        return hit[1]
+
+    def _effective(self, client_key: str) -> ClientRules:
         """The client's rules with `defaults` merged in key by key and every section resolved.
 
         `rounding`, `invoice` and `qbo` are complete; `qbo.terms` is the resolved term (the

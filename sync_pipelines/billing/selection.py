@@ -39,8 +39,8 @@ def base_reasons(
     client_codes: np.ndarray,
     days: np.ndarray,
     period: str,
-) -> np.ndarray:
-    """Exclusion reason per entry (None = billable so far), first failing rule wins.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exclusion reason per entry (None = billable so far) and the still-billable mask; first failing rule wins.
 
     `client_codes` is -1 for a Harvest client with no rules. The "already billed on another
     key" rule needs the invoice key, so it is applied later by the engine.
@@ -69,4 +69,5 @@ def base_reasons(
 
     not_billable = open_ & ~entries["billable"].to_numpy(dtype=bool)
     reasons[not_billable] = "not billable in Harvest"
-    return reasons
+    open_ &= ~not_billable
+    return reasons, open_
