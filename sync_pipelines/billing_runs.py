@@ -257,4 +257,4 @@ def run_summary_json(run: BillingRun) -> str:
              "outcomes": [] if c.outcomes is None else c.outcomes.to_dict("records")}
             for c in run.clients
         ],
-    }, indent=2, default=str)
+    }, indent=2)

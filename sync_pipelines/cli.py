@@ -5,6 +5,8 @@
     sync-pipelines rules check FILE
     sync-pipelines bill --month YYYY-MM [--client KEY] [--dry-run --out DIR] [--json]
     sync-pipelines ledger status [--month YYYY-MM] [--client KEY]
+    sync-pipelines ledger replay KEY [--release-claim]
+    sync-pipelines ledger reissue KEY
     sync-pipelines demo [--dir .demo] [--ui]
 
 `bill` exits 0 when every invoice is posted or already posted, 3 when the run completed but
@@ -62,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = ledger_sub.add_parser("status", help="invoices by state: pending, failed, held, drift, posted")
     status.add_argument("--month", type=_month, default=None)
     status.add_argument("--client", default=None)
+    replay = ledger_sub.add_parser(
+        "replay", help="retry one invoice from the ledger (checks QuickBooks first), then its CRM write-backs")
+    replay.add_argument("key", help="the invoice key, as `ledger status` prints it")
+    replay.add_argument("--release-claim", action="store_true",
+                        help="drop the in-flight claim of a pending key first (only when no run is posting it)")
+    reissue = ledger_sub.add_parser(
+        "reissue", help="after a void in QuickBooks: record it and bill the client's month as the next generation")
+    reissue.add_argument("key", help="the voided invoice's key")
 
     demo = sub.add_parser("demo", help="generate data, serve the sandbox, bill last month, print the invoices")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))
@@ -111,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         return run.exit_code
 
     if args.command == "ledger":
+        if args.ledger_command == "replay":
+            from sync_pipelines.ledger_commands import replay_main
+
+            return replay_main(args.key, release_claim=args.release_claim)
+        if args.ledger_command == "reissue":
+            from sync_pipelines.ledger_commands import reissue_main
+
+            return reissue_main(args.key)
         from sync_pipelines.ledger_status import print_status
 
         return print_status(month=args.month, client=args.client)

@@ -7,19 +7,26 @@ from typing import TextIO
 
 from sync_pipelines import config
 from sync_pipelines.ledger import Ledger
+from sync_pipelines.posting.drift import drift_of_record
 
 # What an operator does about each state (the README's "Operating" section says the same).
 NEXT_STEP = {
-    "pending": "an attempt did not finish; re-run the client's month (it checks QuickBooks first)",
-    "failed": "QuickBooks was unavailable or refused; re-run the client's month",
-    "held": "fix the reason (rules, QuickBooks item/customer), then re-run the client's month",
-    "drift": "inputs changed after posting; review the reconciliation report (nothing was re-posted)",
-    "voided": "voided in QuickBooks; the next run issues the next generation",
+    "pending": "an attempt did not finish; `sync-pipelines ledger replay KEY` (it checks QuickBooks first; "
+    "a key claimed by a crashed run is retried once its claim expires, or add --release-claim)",
+    "failed": "QuickBooks was unavailable or refused; `sync-pipelines ledger replay KEY` or re-run the client's month",
+    "held": "fix the reason (rules, QuickBooks item/customer), then re-run the client's month "
+    "(`sync-pipelines bill --month YYYY-MM --client CLIENT`)",
+    "drift": "inputs changed after posting; nothing was re-posted: add the proposed true-up line to the next "
+    "invoice or post the proposed credit memo (reconciliation report, `adjustment` column)",
+    "voided": "voided in QuickBooks; `sync-pipelines ledger reissue KEY` posts the next generation",
     "posted": "",
+    "write-back": "CRM write-backs still to do; they are retried by every run of the month, or "
+    "`sync-pipelines ledger replay KEY`",
 }
 
 
-def print_status(month: str | None = None, client: str | None = None, *, out: TextIO = sys.stdout) -> int:
+def print_status(month: str | None = None, client: str | None = None, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # resolved per call: sys.stdout may be swapped (tests, redirection)
     ledger = Ledger(config.ledger_url())
     ledger.migrate()
     rows = ledger.status(period=month, client=client)
@@ -42,6 +49,16 @@ def print_status(month: str | None = None, client: str | None = None, *, out: Te
             out.write(f"         {detail}\n")
         if r.total_mismatch:
             out.write(f"         QuickBooks TotalAmt {r.qbo_total_amt} differs from our total {r.expected_total}\n")
+        drift = drift_of_record(r)
+        if drift is not None:
+            out.write(f"         drift: {drift.summary()}\n")
+    writebacks = [w for w in ledger.pending_writebacks(limit=100_000) if w.invoice_key in {r.key for r in rows}]
+    if writebacks:
+        counts["write-back"] = len(writebacks)
+        out.write(f"\nCRM write-backs not done yet: {len(writebacks)}\n")
+        for w in writebacks[:50]:
+            out.write(f"  deal {w.deal_id:14} {w.status:8} attempts {w.attempts}  {w.invoice_key}"
+                      + (f"\n    {w.last_error}" if w.last_error else "") + "\n")
     todo = sorted(s for s in counts if NEXT_STEP.get(s))
     if todo:
         out.write("\nNext steps:\n")

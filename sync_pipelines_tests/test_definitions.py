@@ -54,7 +54,7 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
         "harvest_time_entries": "extract", "hubspot_deals": "extract", "qbo_catalog": "extract",
         "qbo_existing_invoices": "extract", "billing_rules": "extract",
         "unassigned_time": "billing", "billable_entries": "billing", "invoice_drafts": "billing",
-        "qbo_invoices": "posting", "reconciliation_report": "posting",
+        "qbo_invoices": "posting", "reconciliation_report": "posting", "crm_write_back": "posting",
     }
     for name, spec in specs.items():
         assert spec.description and len(spec.description) > 40, f"{name} needs an operator-facing description"

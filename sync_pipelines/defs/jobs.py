@@ -21,8 +21,11 @@ month_extract = dg.define_asset_job(
 
 client_month_billing = dg.define_asset_job(
     "client_month_billing",
-    selection=dg.AssetSelection.assets("billable_entries", "invoice_drafts", "qbo_invoices", "reconciliation_report"),
-    description="Price one client's month and post its invoices to QuickBooks exactly once. Safe to re-run.",
+    selection=dg.AssetSelection.assets(
+        "billable_entries", "invoice_drafts", "qbo_invoices", "crm_write_back", "reconciliation_report"
+    ),
+    description="Price one client's month, post its invoices to QuickBooks exactly once and write the invoice "
+    "ids back to the HubSpot deals. Safe to re-run.",
     tags={"dagster/max_retries": "2"},
 )
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from sync_pipelines import money
 from sync_pipelines.connectors.http import ApiError, ApiValidationError
-from sync_pipelines.connectors.quickbooks import QuickBooksClient
+from sync_pipelines.connectors.quickbooks import QboReconnectRequired, QuickBooksClient
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.posting.drafts import PostingDraft
+from sync_pipelines.posting.drift import Drift, compare
 from sync_pipelines.posting.protocol import PostOutcome, post_invoice
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,10 @@ class PostingOutcome:
     qbo_total: Decimal | None = None
     total_matches: bool | None = None
     reasons: list[str] = field(default_factory=list)
+    drift: Drift | None = None  # outcome "drift": the delta and the proposed adjustment
 
     def as_row(self) -> dict[str, Any]:
+        d = self.drift
         return {
             "invoice_key": self.key,
             "client_key": self.client_key,
@@ -66,7 +70,17 @@ class PostingOutcome:
             "qbo_id": self.qbo_id,
             "doc_number": self.doc_number,
             "reasons": "; ".join(self.reasons),
+            "delta_hours": None if d is None else str(d.delta_hours),
+            "delta_amount": None if d is None else str(d.delta_amount),
+            "adjustment": None if d is None or d.adjustment.payload is None else money.dumps(
+                {"kind": d.adjustment.kind, "payload": d.adjustment.payload}, sort_keys=True),
         }
+
+
+#: The columns of ``PostingOutcome.as_row`` (the ``qbo_invoices`` asset's frame).
+OUTCOME_COLUMNS = ["invoice_key", "client_key", "period", "group_key", "outcome", "currency", "expected_total",
+                   "qbo_total", "total_matches", "qbo_id", "doc_number", "reasons", "delta_hours", "delta_amount",
+                   "adjustment"]
 
 
 def post_drafts(
@@ -82,6 +96,9 @@ def post_drafts(
     check) is :func:`sync_pipelines.posting.protocol.post_invoice`. Transient failures leave the
     key pending or failed in the ledger and come back as ``failed`` outcomes; the caller decides
     whether to fail the run (the Dagster asset does, so that a retry finishes the job).
+
+    ``QboReconnectRequired`` (QuickBooks refused the refresh token) is raised, not recorded per
+    invoice: every further call would fail the same way until an operator reconnects the app.
     """
     outcomes = []
     for draft in drafts:
@@ -90,6 +107,8 @@ def post_drafts(
             continue
         try:
             customer_ref = _customer_ref(draft, qbo, home_currency)
+        except QboReconnectRequired:
+            raise
         except _CurrencyMismatch as exc:
             outcomes.append(_hold(draft, ledger, [str(exc)]))
             continue
@@ -107,8 +126,28 @@ def post_drafts(
             expected_total=draft.expected_total, currency=draft.currency,
             request_id=draft.request_id, doc_number=draft.doc_number, entries=draft.entries,
         )
-        outcomes.append(_from_protocol(draft, result))
+        if result.error_class == QboReconnectRequired.__name__:
+            raise QboReconnectRequired(draft.realm_id, "/oauth2/v1/tokens/bearer")
+        outcome = _from_protocol(draft, result)
+        if outcome.outcome == "drift":
+            outcome = _with_drift(outcome, draft, ledger, {**draft.payload, "CustomerRef": customer_ref})
+        outcomes.append(outcome)
     return outcomes
+
+
+def _with_drift(outcome: PostingOutcome, draft: PostingDraft, ledger: Ledger, payload: dict[str, Any]) -> PostingOutcome:
+    """Attach the delta (hours, money, entries) and the proposed adjustment to a drift outcome."""
+    record = ledger.get_invoice(draft.key)
+    if record is None:
+        return outcome
+    drift = compare(
+        draft.key, draft.period, draft.currency, money.loads(record.payload_json), payload,
+        posted_total=record.expected_total, new_total=draft.expected_total,
+        posted_entries=[(e, c) for e, c, _ in record.entries], new_entries=draft.entries,
+    )
+    outcome.drift = drift
+    outcome.reasons = [drift.summary()]
+    return outcome
 
 
 def _outcome(draft: PostingDraft, outcome: str, **kw: Any) -> PostingOutcome:

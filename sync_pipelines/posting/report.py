@@ -4,6 +4,9 @@ Rows, by section: ``excluded`` (time entries not billed, with the reason), ``hel
 not posted, with every reason), ``write_down`` (cap adjustments), ``drift`` / ``failed`` /
 ``posted`` / ``already_posted`` / ``recovered`` (what posting did), and ``unmatched_qbo_invoice``
 (an invoice in QuickBooks for the customer and month that this run did not create).
+
+A ``drift`` row carries the delta (``hours``: billed hours, ``amount``: money, new draft minus
+posted) and, in ``adjustment``, the proposed true-up line or CreditMemo body as JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pandas as pd
 from sync_pipelines import money
 
 REPORT_COLUMNS = ["section", "invoice_key", "entry_id", "spent_date", "person", "task", "hours", "amount",
-                  "currency", "qbo_id", "reason"]
+                  "currency", "qbo_id", "reason", "adjustment"]
 
 
 def reconciliation_report(
@@ -47,9 +50,13 @@ def reconciliation_report(
             ours.add(str(o["qbo_id"]))
         if o["outcome"] == "held" and any(r.get("invoice_key") == o["invoice_key"] and r["section"] == "held" for r in rows):
             continue
-        rows.append({"section": o["outcome"], "invoice_key": o["invoice_key"],
-                     "amount": o["qbo_total"] or o["expected_total"], "currency": o["currency"],
-                     "qbo_id": o.get("qbo_id"), "reason": o.get("reasons") or None})
+        row = {"section": o["outcome"], "invoice_key": o["invoice_key"],
+               "amount": o["qbo_total"] or o["expected_total"], "currency": o["currency"],
+               "qbo_id": o.get("qbo_id"), "reason": o.get("reasons") or None}
+        if o["outcome"] == "drift" and _present(o.get("delta_amount")):
+            row.update(hours=o.get("delta_hours"), amount=o["delta_amount"],
+                       adjustment=o.get("adjustment") if _present(o.get("adjustment")) else None)
+        rows.append(row)
     customers = {inv["customer_name"] for inv in drafts["invoices"]}
     if len(existing_invoices):
         for q in existing_invoices.to_dict("records"):
@@ -58,3 +65,8 @@ def reconciliation_report(
                              "reason": f"QuickBooks invoice {q['doc_number']} dated {q['txn_date']} for this "
                                        "customer was not created by this run: check it is not a duplicate"})
     return pd.DataFrame(rows, columns=REPORT_COLUMNS, dtype=object)
+
+
+def _present(value: Any) -> bool:
+    # outcome frames written before drift deltas existed lack the columns (or hold NaN)
+    return value is not None and not (isinstance(value, float) and pd.isna(value))

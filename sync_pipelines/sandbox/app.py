@@ -415,6 +415,8 @@ async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, s
         if kind == "timeout":
             await asyncio.sleep(fc.timeout_ms / 1000)
             return sb.fault_response(api, kind)
+        if kind == "short_page":
+            req.short_page = fc.rng.random()
         resp = sb.handle(api, req)
         if kind == "lost_response" and (resp.mutated or req.method != "GET"):
             lost = sb.fault_response(api, kind)

@@ -1,15 +1,23 @@
-"""Harvest API v2 (api-contracts §3): read-only list endpoints with cursor paging."""
+"""Harvest API v2 (api-contracts §3): list endpoints with cursor paging, and time entry edits.
+
+`PATCH /v2/time_entries/{id}` accepts only the updatable fields (§3.4); read-only ones such as
+`is_billed` are rejected with 422, locked entries cannot be edited, and a successful edit bumps
+`updated_at` (so `updated_since` finds edits made after month end).
+"""
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
 import re
+from decimal import Decimal
 from typing import Any, Callable
 
 from . import credentials
-from .http import Req, Resp, decode_cursor, encode_cursor
-from .state import SandboxState
+from sync_pipelines import money
+
+from .http import Req, Resp, decode_cursor, encode_cursor, iso_s
+from .state import SandboxState, _entry_sort_key
 
 INVALID_TOKEN = {
     "error": "invalid_token",
@@ -76,8 +84,13 @@ def _since(req: Req) -> tuple[str | None, Resp | None]:
     return d.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), None
 
 
-def _page(st: SandboxState, req: Req, key: str, rows_in_range: list[dict], match: Callable[[dict], bool]) -> Resp:
-    """Page `rows_in_range` (already sorted) through `match`, Harvest style, with opaque cursors."""
+def _page(st: SandboxState, req: Req, key: str, rows_in_range: list[dict] | Callable[[], list[dict]],
+          match: Callable[[dict], bool]) -> Resp:
+    """Page `rows_in_range` (already sorted) through `match`, Harvest style, with opaque cursors.
+
+    `rows_in_range` may be a callable: it is only called when the filtered list of this query is
+    not cached yet (slicing a million entries for every page would cost as much as the page).
+    """
     per_page_raw = req.q("per_page")
     per_page = MAX_PER_PAGE
     if per_page_raw not in (None, ""):
@@ -90,7 +103,8 @@ def _page(st: SandboxState, req: Req, key: str, rows_in_range: list[dict], match
     cache = st.harvest_cache
     matching = cache.get(ckey)
     if matching is None:
-        matching = [r for r in rows_in_range if match(r)]
+        rows_all = rows_in_range() if callable(rows_in_range) else rows_in_range
+        matching = [r for r in rows_all if match(r)]
         if len(cache) > 64:
             cache.clear()
         cache[ckey] = matching
@@ -151,7 +165,9 @@ def list_time_entries(st: SandboxState, req: Req) -> Resp:
         lo = bisect.bisect_left(ords, -d_to.toordinal())
     if d_from is not None:
         hi = bisect.bisect_right(ords, -d_from.toordinal())
-    rng = entries[lo:hi] if lo < hi else []
+
+    def rng() -> list[dict]:
+        return entries[lo:hi] if lo < hi else []
 
     def match(e: dict) -> bool:
         return (
@@ -210,9 +226,119 @@ def get_one(coll: str) -> Callable[..., Resp]:
     return handler
 
 
+# ---------------------------------------------------------------------------- writes (§3.4)
+# The fields a PATCH may change; everything else on a time entry is read-only through the API
+# (notably `is_billed`: only a Harvest invoice sets it; `is_locked` / `is_closed`: approvals).
+UPDATABLE = ("project_id", "task_id", "spent_date", "started_time", "ended_time", "hours", "notes",
+             "external_reference")
+_CLOCK_TIME = re.compile(r"^(1[0-2]|0?[1-9]):[0-5]\d\s?(am|pm)$|^([01]?\d|2[0-3]):[0-5]\d$", re.IGNORECASE)
+LOCKED_DEFAULT_REASON = "Item Approved and Locked for this Time Period"
+
+
+def _find_entry(st: SandboxState, entry_id: int) -> int | None:
+    """Position of the entry in the (newest-first) list, or None."""
+    for i, e in enumerate(st.harvest["time_entries"]):
+        if e["id"] == entry_id:
+            return i
+    return None
+
+
+def update_time_entry(st: SandboxState, req: Req, id: str) -> Resp:
+    idx = _find_entry(st, int(id))
+    if idx is None:
+        return Resp(404, {"status": 404, "error": "Not Found"})
+    try:
+        body = money.loads(req.body) if req.body.strip() else {}
+    except ValueError:
+        return Resp(400, {"message": "Invalid JSON in the request body"})
+    if not isinstance(body, dict):
+        return Resp(400, {"message": "The request body must be a JSON object"})
+    read_only = [k for k in body if k not in UPDATABLE]
+    if read_only:
+        return _err422(f"{', '.join(sorted(read_only))} cannot be updated (updatable: {', '.join(UPDATABLE)})")
+    old = st.harvest["time_entries"][idx]
+    if old.get("is_locked"):
+        return _err422(f"This time entry is locked and cannot be edited: {old.get('locked_reason') or LOCKED_DEFAULT_REASON}")
+    new = dict(old)  # copy on write: the caller's fixture (shared, never copied) stays pristine
+    if "project_id" in body:
+        pid = body["project_id"]
+        project = next((p for p in st.harvest["projects"] if p["id"] == pid), None) if type(pid) is int else None
+        if project is None:
+            return _err422(f"project_id {pid!r} is not a valid project")
+        new["project"] = {"id": project["id"], "name": project.get("name"), "code": project.get("code")}
+        cref = project.get("client") or {}
+        client = next((c for c in st.harvest["clients"] if c["id"] == cref.get("id")), None) or cref
+        new["client"] = {"id": client.get("id"), "name": client.get("name"),
+                         "currency": client.get("currency") or (old.get("client") or {}).get("currency")}
+    if "task_id" in body:
+        tid = body["task_id"]
+        task = next((t for t in st.harvest["tasks"] if t["id"] == tid), None) if type(tid) is int else None
+        if task is None:
+            return _err422(f"task_id {tid!r} is not a valid task")
+        new["task"] = {"id": task["id"], "name": task.get("name")}
+    if "spent_date" in body:
+        v = body["spent_date"]
+        try:
+            if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+                raise ValueError
+            dt.date.fromisoformat(v)
+        except ValueError:
+            return _err422("spent_date must be a date (YYYY-MM-DD)")
+        new["spent_date"] = v
+    for k in ("started_time", "ended_time"):
+        if k in body:
+            v = body[k]
+            if v is not None and (not isinstance(v, str) or not _CLOCK_TIME.match(v.strip())):
+                return _err422(f"{k} must be a time of day such as \"3:00pm\" or \"15:00\"")
+            new[k] = v
+    if "hours" in body:
+        v = body["hours"]
+        if isinstance(v, bool) or not isinstance(v, (int, Decimal)) or (isinstance(v, Decimal) and not v.is_finite()):
+            return _err422("hours must be a number")
+        if v < 0 or v > 24:
+            return _err422("hours must be between 0 and 24")
+        new["hours"] = v
+        new["hours_without_timer"] = v
+        new["rounded_hours"] = v  # the account's Time Rounding setting is not simulated
+    if "notes" in body:
+        v = body["notes"]
+        if v is not None and not isinstance(v, str):
+            return _err422("notes must be a string")
+        new["notes"] = v
+    if "external_reference" in body:
+        v = body["external_reference"]
+        if v is not None and not isinstance(v, dict):
+            return _err422("external_reference must be an object")
+        new["external_reference"] = dict(v) if v is not None else None
+    new["updated_at"] = _bump(old.get("updated_at"))
+    entries = st.harvest["time_entries"]
+    if new["spent_date"] == old["spent_date"]:
+        entries[idx] = new
+    else:  # keep the newest-first order (and the ordinals used for from/to) consistent
+        del entries[idx]
+        del st.entry_ordinals[idx]
+        pos = bisect.bisect_left(entries, _entry_sort_key(new), key=_entry_sort_key)
+        entries.insert(pos, new)
+        st.entry_ordinals.insert(pos, _entry_sort_key(new)[0])
+    st.harvest_cache.clear()
+    st.touch("harvest")
+    return Resp(200, new, mutated=True)
+
+
+def _bump(previous: Any) -> str:
+    """Now, as Harvest writes `updated_at`; strictly later than `previous` (even a future one)."""
+    now = iso_s()
+    prev = _norm_ts(previous)
+    if prev and now <= prev:
+        d = dt.datetime.strptime(prev, "%Y-%m-%dT%H:%M:%SZ") + dt.timedelta(seconds=1)
+        now = d.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now
+
+
 ROUTES: list[tuple[str, str, Callable[..., Resp]]] = [
     ("GET", r"/v2/time_entries", list_time_entries),
     ("GET", r"/v2/time_entries/(?P<id>\d+)", get_one("time_entries")),
+    ("PATCH", r"/v2/time_entries/(?P<id>\d+)", update_time_entry),
     ("GET", r"/v2/clients", _list_simple("clients")),
     ("GET", r"/v2/clients/(?P<id>\d+)", get_one("clients")),
     ("GET", r"/v2/projects", _list_simple("projects", ("client_id",))),

@@ -24,6 +24,8 @@ class Req:
     headers: dict[str, str]  # lower-case names
     body: bytes = b""
     base_url: str = "http://127.0.0.1"
+    # set by the `rate_short_page` fault: keep this fraction of a HubSpot page (cursor still given)
+    short_page: float | None = None
 
     def q(self, name: str, default: str | None = None) -> str | None:
         for k, v in self.query:

@@ -98,6 +98,17 @@ def _limit(req: Req, default: int, maximum: int) -> tuple[int, Resp | None]:
     return int(v), None
 
 
+def _short(req: Req, page: list, can_be_empty: bool) -> int:
+    """How many of `page` to return: all, or fewer under the `rate_short_page` fault.
+
+    The cursor then points just after what was returned, so nothing is skipped, and it always
+    moves on (an empty page is only served where its cursor differs from the one requested)."""
+    lo = 0 if can_be_empty else 1
+    if req.short_page is None or len(page) <= lo:
+        return len(page)
+    return lo + int(req.short_page * (len(page) - lo))  # lo .. len-1
+
+
 def list_objects(otype: str) -> Callable[[SandboxState, Req], Resp]:
     def handler(st: SandboxState, req: Req) -> Resp:
         limit, err = _limit(req, 10, 100)
@@ -113,11 +124,16 @@ def list_objects(otype: str) -> Callable[[SandboxState, Req], Resp]:
             a = int(after)
             recs = [r for r in recs if int(r["id"]) >= a]
         page = recs[:limit]
+        cut = _short(req, page, can_be_empty=bool(page) and page[0]["id"] != after)
         props = _props_param(req)
         assoc = [x.strip() for v in req.q_all("associations") for x in v.split(",") if x.strip()]
-        body: dict[str, Any] = {"results": [render(otype, r, props, assoc, st) for r in page]}
-        if len(recs) > limit:
-            nxt = recs[limit]["id"]
+        body: dict[str, Any] = {"results": [render(otype, r, props, assoc, st) for r in page[:cut]]}
+        nxt = None
+        if cut < len(page) or len(recs) > limit:
+            nxt = recs[cut]["id"]
+        elif req.short_page is not None and page:  # the last page still points on: the next one is empty
+            nxt = str(int(page[-1]["id"]) + 1)
+        if nxt is not None:
             keep = [(k, v) for k, v in req.query if k != "after"] + [("after", nxt)]
             body["paging"] = {"next": {"after": nxt, "link": req.url_with(req.path, keep)}}
         return Resp(200, body)
@@ -273,10 +289,12 @@ def search(otype: str) -> Callable[[SandboxState, Req], Resp]:
             recs.sort(key=lambda r: int(r["id"]))
         total = len(recs)
         page = recs[after : after + limit]
+        cut = _short(req, page, can_be_empty=False)  # `after` is an offset: an empty page could not move it
         props = body.get("properties") or None
-        out: dict[str, Any] = {"total": total, "results": [render(otype, r, props, None, st) for r in page]}
-        if after + limit < total:
-            nxt = str(after + limit)
+        out: dict[str, Any] = {"total": total, "results": [render(otype, r, props, None, st) for r in page[:cut]]}
+        # under the fault the last page also points on (the next one is empty, without paging)
+        if cut < len(page) or after + limit < total or (req.short_page is not None and page):
+            nxt = str(after + cut)
             out["paging"] = {"next": {"after": nxt, "link": f"?after={nxt}"}}
         return Resp(200, out)
 

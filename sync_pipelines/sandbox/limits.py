@@ -87,12 +87,16 @@ class FaultConfig:
     rate_503: float = 0.0
     rate_timeout: float = 0.0  # hold the request `timeout_ms`, then answer 504 without executing it
     rate_lost_response: float = 0.0  # execute a mutating request, then answer 502 (response lost after commit)
+    # HubSpot only: a list/search page comes back shorter than `limit` (possibly empty) but still
+    # carries `paging.next` (api-contracts §2.5); clients must follow the cursor, not stop.
+    rate_short_page: float = 0.0
     latency_ms: int = 0
     timeout_ms: int = 30_000
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
-    FIELDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response", "latency_ms", "timeout_ms", "seed")
+    FIELDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response", "rate_short_page", "latency_ms",
+              "timeout_ms", "seed")
 
     @classmethod
     def from_dict(cls, d: dict) -> "FaultConfig":
@@ -120,10 +124,11 @@ class FaultConfig:
 
     def draw(self) -> str | None:
         """Pick the fault for one request (None = serve normally)."""
-        if not (self.rate_429 or self.rate_500 or self.rate_503 or self.rate_timeout or self.rate_lost_response):
+        if not (self.rate_429 or self.rate_500 or self.rate_503 or self.rate_timeout or self.rate_lost_response
+                or self.rate_short_page):
             return None
         x = self.rng.random()
-        for name in ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response"):
+        for name in ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response", "rate_short_page"):
             p = getattr(self, name)
             if x < p:
                 return name[5:]

@@ -19,7 +19,8 @@ def small_fixture() -> dict:
     for i, d in enumerate(dates, start=1):
         entries.append({
             "id": 1000 + i, "spent_date": d, "hours": Decimal("1.25") if i % 2 else Decimal("2.33"),
-            "billable": i != 3, "is_running": i == 4, "is_billed": False, "is_locked": False,
+            "billable": i != 3, "is_running": i == 4, "is_billed": False, "is_locked": i == 6,
+            "locked_reason": "Item Approved and Locked for this Time Period" if i == 6 else None,
             "updated_at": f"2026-10-{min(i, 28):02d}T12:00:00Z",
             "user": {"id": 1 if i % 2 else 2, "name": "Jane Doe" if i % 2 else "Omar Haddad"},
             "client": {"id": 10 if i < 6 else 11, "name": "O'Brien & Sons" if i < 6 else "Café Zürich GmbH", "currency": "USD"},

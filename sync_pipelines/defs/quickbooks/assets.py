@@ -121,6 +121,14 @@ def qbo_invoices(
             description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
             + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
         )
+    busy = [o for o in outcomes if o.outcome == "busy"]
+    if busy:
+        # Another run (the same month launched twice) holds the key's claim and is posting it
+        # now: come back shortly and find it posted. If the claim belongs to a crashed run, the
+        # retries run out and the step fails; it resumes after the claim expires, or at once with
+        # `sync-pipelines ledger replay KEY --release-claim`.
+        context.log.info("another run is posting " + ", ".join(o.key for o in busy) + "; retrying shortly")
+        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10)
     return dg.Output(
         frame,
         metadata={

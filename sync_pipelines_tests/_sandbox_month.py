@@ -1,0 +1,105 @@
+"""A month priced against the sandbox without Dagster, and what QuickBooks and HubSpot hold,
+read back over HTTP (for the crash, write-back, drift and ledger-command tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from sync_pipelines.billing.engine import price_month
+from sync_pipelines.billing.rules import parse_rules
+from sync_pipelines.connectors.factory import harvest_from_env, hubspot_from_env
+from sync_pipelines.connectors.http import InMemoryTokenStore
+from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
+from sync_pipelines.extract import sources
+from sync_pipelines.ledger import Ledger
+from sync_pipelines.ledger.schema import crm_writebacks, metadata
+from sync_pipelines.posting.drafts import drafts_document
+from sync_pipelines.posting.history import billing_history
+from sync_pipelines.posting.writeback import PlannedWriteback, entry_projects, plan_writebacks
+
+WRITEBACK_PROPS = ["qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status"]
+
+
+@dataclass
+class Month:
+    period: str
+    drafts: dict[str, Any]
+    deals: pd.DataFrame
+    entries: pd.DataFrame
+    entry_projects: dict[int, int]
+    company_ids: dict[str, str | None]
+    client_keys: list[str]
+
+
+def price(env: dict[str, str], rules_yaml: str, period: str, ledger: Ledger,
+          entries: pd.DataFrame | None = None) -> Month:
+    """Extract through the connectors and price like the billing assets do (all rules clients)."""
+    rules = parse_rules(rules_yaml, "rules.yaml")
+    with harvest_from_env(env) as harvest, hubspot_from_env(env) as hubspot:
+        if entries is None:
+            entries, _ = sources.harvest_time_entries(harvest, period)
+        deals, _ = sources.hubspot_deals(hubspot)
+    qbo = qbo_client(env)
+    try:
+        catalog, _ = sources.qbo_catalog(qbo)
+    finally:
+        qbo.close()
+    realm = env["QBO_REALM_ID"]
+    clients = sorted(rules.clients)
+    history = billing_history(ledger.history(realm, clients, period))
+    result = price_month(rules, period, entries, deals, catalog, history, realm, clients)
+    return Month(
+        period=period, drafts=drafts_document(result, entries), deals=deals, entries=entries,
+        entry_projects=entry_projects(entries),
+        company_ids={k: c.hubspot_company_id for k, c in rules.clients.items()}, client_keys=clients,
+    )
+
+
+def qbo_client(env: dict[str, str]) -> QuickBooksClient:
+    """A client with its own in-memory token store (use a sandbox that does not rotate tokens,
+    or the refresh here would retire the ledger's refresh token)."""
+    oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], InMemoryTokenStore(),
+                     env["QBO_REALM_ID"], seed_refresh_token=env["QBO_REFRESH_TOKEN"])
+    return QuickBooksClient(env["QBO_BASE_URL"], env["QBO_REALM_ID"], oauth)
+
+
+def qbo_invoices(env: dict[str, str]) -> list[dict[str, Any]]:
+    qbo = qbo_client(env)
+    try:
+        return qbo.query_all("Invoice")
+    finally:
+        qbo.close()
+
+
+def deal_properties(env: dict[str, str], deal_ids: list[str]) -> dict[str, dict[str, Any]]:
+    with hubspot_from_env(env) as hubspot:
+        return {d: dict(hubspot.get_deal(d, WRITEBACK_PROPS).properties) for d in deal_ids}
+
+
+def writeback_rows(ledger: Ledger) -> list[dict[str, Any]]:
+    with ledger.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(crm_writebacks)).mappings()]
+
+
+def planned_writebacks(ledger: Ledger, month: Month) -> list[PlannedWriteback]:
+    out: list[PlannedWriteback] = []
+    for inv in month.drafts["invoices"]:
+        record = ledger.get_invoice(inv["invoice_key"])
+        if record is not None:
+            out.extend(plan_writebacks(record, month.entry_projects, month.deals, month.company_ids.get(record.client_key)))
+    return out
+
+
+def truncate(url: str) -> None:
+    """Empty every ledger table (PostgreSQL: faster than a new database per trial)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            names = ", ".join(t.name for t in metadata.sorted_tables)
+            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
