@@ -7,10 +7,13 @@ an unreachable server is an error, never a skip.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import sqlalchemy as sa
@@ -67,3 +70,25 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server, dropped afterwards."""
     with fresh_database(postgres_server_url) as url:
         yield url
+
+
+@pytest.fixture
+def slack_webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A Slack-compatible incoming webhook on a loopback port: (url, received JSON bodies)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secretpart", received
+    server.shutdown()

@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import dagster as dg
-import pytest
 
 from sync_pipelines.alerts import Alert, send
 from sync_pipelines.defs.alerts import alert_on_failed_billing_run
 
 
-@pytest.fixture
-def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server API
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secretpart", received
-    server.shutdown()
-
-
-def test_send_posts_the_alert_text(webhook) -> None:
-    url, received = webhook
+def test_send_posts_the_alert_text(slack_webhook) -> None:
+    url, received = slack_webhook
     assert send(Alert("Invoice held", ("client acme", "month 2026-10")), webhook_url=url)
     assert "Invoice held" in received[0]["text"] and "client acme" in received[0]["text"]
 
@@ -56,8 +30,8 @@ def failing_job():
     failing_step()
 
 
-def test_a_failed_run_is_alerted_with_client_and_month(webhook, monkeypatch) -> None:
-    url, received = webhook
+def test_a_failed_run_is_alerted_with_client_and_month(slack_webhook, monkeypatch) -> None:
+    url, received = slack_webhook
     monkeypatch.setenv("SLACK_WEBHOOK_URL", url)
     monkeypatch.setenv("DAGSTER_WEBSERVER_URL", "http://dagster.example:3000")
     with dg.instance_for_test() as instance:

@@ -26,6 +26,18 @@ class PostingDraft:
     entries: tuple[tuple[int, int], ...]  # (Harvest entry id, billed centihours)
     status: str = "ready"  # ready | held
     hold_reasons: tuple[str, ...] = field(default_factory=tuple)
+    # Billing facts the ledger keeps for later months: time charged per Harvest project (deal
+    # not-to-exceed caps) and retainer hours carried forward (rollover).
+    project_totals: dict[int, Decimal] = field(default_factory=dict)
+    carry_forward_hours: Decimal | None = None
+
+    def ledger_fields(self) -> dict[str, Any]:
+        """The keyword arguments every ledger write for this draft takes."""
+        return dict(
+            realm_id=self.realm_id, client_key=self.client_key, period=self.period, group_key=self.group_key,
+            generation=self.generation, expected_total=self.expected_total, currency=self.currency,
+            request_id=self.request_id, doc_number=self.doc_number, entries=self.entries,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,6 +86,9 @@ def drafts_document(result: Any, entries: Any) -> dict[str, Any]:
                 "billed_hours": row["billed_hours"],
                 "payload": payload,
                 "entries": sorted(by_invoice.get(key, [])),
+                # JSON object keys are strings; posting_drafts turns them back into project ids.
+                "project_totals": {str(p): v for p, v in (row["project_totals"] or {}).items()},
+                "carry_forward_hours": row["retainer_carry_forward_hours"],
             }
         )
     return {"period": result.period, "realm_id": result.realm_id, "home_currency": result.home_currency,
@@ -99,6 +114,8 @@ def posting_drafts(document: dict[str, Any]) -> list[PostingDraft]:
             entries=tuple((int(e), int(c)) for e, c in inv["entries"]),
             status=inv["status"],
             hold_reasons=tuple(inv["hold_reasons"]),
+            project_totals={int(p): Decimal(str(v)) for p, v in (inv.get("project_totals") or {}).items()},
+            carry_forward_hours=None if inv.get("carry_forward_hours") is None else Decimal(str(inv["carry_forward_hours"])),
         )
         for inv in document["invoices"]
     ]

@@ -119,12 +119,9 @@ def post_drafts(
             outcomes.append(_outcome(draft, FAILED, reasons=[str(exc)]))
             continue
         result = post_invoice(
-            ledger, qbo, draft.key,
-            realm_id=draft.realm_id, client_key=draft.client_key, period=draft.period,
-            group_key=draft.group_key, generation=draft.generation,
+            ledger, qbo, draft.key, **draft.ledger_fields(),
             payload={**draft.payload, "CustomerRef": customer_ref},
-            expected_total=draft.expected_total, currency=draft.currency,
-            request_id=draft.request_id, doc_number=draft.doc_number, entries=draft.entries,
+            project_totals=draft.project_totals, carry_forward_hours=draft.carry_forward_hours,
         )
         if result.error_class == QboReconnectRequired.__name__:
             raise QboReconnectRequired(draft.realm_id, "/oauth2/v1/tokens/bearer")
@@ -184,21 +181,7 @@ def _from_protocol(draft: PostingDraft, result: PostOutcome) -> PostingOutcome:
 
 
 def _hold(draft: PostingDraft, ledger: Ledger, reasons: list[str]) -> PostingOutcome:
-    ledger.record_held(
-        draft.key,
-        realm_id=draft.realm_id,
-        client_key=draft.client_key,
-        period=draft.period,
-        group_key=draft.group_key,
-        generation=draft.generation,
-        reasons=reasons,
-        payload=draft.payload,
-        expected_total=draft.expected_total,
-        currency=draft.currency,
-        request_id=draft.request_id,
-        doc_number=draft.doc_number,
-        entries=draft.entries,
-    )
+    ledger.record_held(draft.key, reasons=reasons, payload=draft.payload, **draft.ledger_fields())
     log.warning("held invoice %s: %s", draft.key, "; ".join(reasons))
     return _outcome(draft, HELD, reasons=reasons)
 

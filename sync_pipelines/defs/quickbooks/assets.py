@@ -2,6 +2,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
+from sync_pipelines.alerts import Alert, run_url, send
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
@@ -113,6 +114,18 @@ def qbo_invoices(
             context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
         if o.drift is not None:
             context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
+    attention = [o for o in outcomes if o.outcome == HELD or o.drift is not None]
+    if attention:
+        # A held invoice is never half-posted, but it is also not billed: someone must act.
+        send(Alert(
+            title=f"{len(attention)} invoice(s) need attention",
+            lines=tuple(
+                f"{o.client_key} {o.period} {o.key}: "
+                + (o.drift.summary() if o.drift is not None else "held: " + "; ".join(o.reasons))
+                for o in attention
+            ),
+            run_url=run_url(context.run.run_id),
+        ))
     failed = [o for o in outcomes if o.outcome == FAILED]
     if failed:
         # QuickBooks stayed unavailable through the connector's retries: fail the step so the
