@@ -63,6 +63,7 @@ def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, por
         print(f"Finished in {time.monotonic() - started:.1f} s (exit status {run.exit_code}).")
         print(f"Invoice previews and reconciliation reports: {output}/<client>/")
         print(f"Ledger: {home / 'sync_ledger.db'}   Dagster instance: {home}")
+        print(f"What the ledger holds: DAGSTER_HOME={home} .venv/bin/sync-pipelines ledger status")
         if not ui:
             print("See the runs, lineage and the billing board in the Dagster UI: make ui  (http://127.0.0.1:3000)")
             return run.exit_code

@@ -117,3 +117,19 @@ def test_rules_check_lists_every_problem_and_fails(tmp_path: Path, capsys) -> No
     good = tmp_path / "good.yaml"
     good.write_text(rules_yaml)
     assert main(["rules", "check", str(good)]) == 0
+
+
+def test_bill_command_json_summary_and_exit_status(sandbox_env, monkeypatch, capsys) -> None:
+    fixture, rules_yaml, tmp, home, sandbox = sandbox_env
+    rules_path = tmp / "rules.yaml"
+    rules_path.write_text(rules_yaml)
+    monkeypatch.setenv("SYNC_RULES_FILE", str(rules_path))
+    assert main(["bill", "--month", PERIOD, "--json"]) == EXIT_OK
+    summary = money.loads(capsys.readouterr().out)
+    assert summary["exit_code"] == EXIT_OK and summary["period"] == PERIOD
+    outcomes = [o for c in summary["clients"] for o in c["outcomes"]]
+    assert outcomes and {o["outcome"] for o in outcomes} == {"posted"}
+    # Amounts are exact decimals in the JSON, equal to what QuickBooks holds.
+    qbo = {i["DocNumber"]: i["TotalAmt"] for i in sandbox.state()["quickbooks"]["invoices"]}
+    for o in outcomes:
+        assert money.to_decimal(o["qbo_total"]) == qbo[o["doc_number"]]

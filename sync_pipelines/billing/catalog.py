@@ -46,6 +46,10 @@ class Catalog:
     def find_item(self, name_or_sku: str) -> CatalogRef | None:
         return self.find("Item", name_or_sku) or self._sku.get(name_or_sku)
 
+    def find_by_sku(self, sku: str) -> CatalogRef | None:
+        """The Item whose `sku` field is exactly `sku`."""
+        return self._sku.get(sku)
+
     def resolve(self, entity: str, name: str, what: str) -> tuple[CatalogRef | None, str | None]:
         """(ref, problem): unknown or inactive references are problems that hold the invoice."""
         ref = self.find(entity, name)

@@ -193,6 +193,21 @@ class Firm(_Model):
         return v.upper()
 
 
+class HubSpotSettings(_Model):
+    """Firm-level HubSpot settings (DESIGN §5 "Deals"): deals with line items reaching
+    `ready_for_billing_stage` (a `dealstage` internal id) are invoiced from their line items."""
+
+    ready_for_billing_stage: str = Field(min_length=1)
+
+    @field_validator("ready_for_billing_stage", mode="before")
+    @classmethod
+    def _stage_text(cls, v: Any) -> Any:
+        # stage ids of custom pipelines are numeric: accept a YAML integer, never a float or bool
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
+
+
 class Defaults(_Model):
     rounding: Rounding = Rounding()
     invoice: InvoiceSettings = InvoiceSettings()
@@ -220,6 +235,7 @@ class RulesFile(_Model):
     version: Literal[1]
     firm: Firm = Firm()
     defaults: Defaults = Defaults()
+    hubspot: HubSpotSettings | None = None  # None: no invoices from deal line items
     clients: dict[str, ClientRules] = Field(default_factory=dict)
     source: str = Field(default="<rules>", exclude=True)
 
