@@ -225,9 +225,7 @@ def replay_main(key: str, *, release_claim: bool = False, out: Any = None) -> in
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except QboReconnectRequired as exc:
-        from sync_pipelines.defs.quickbooks.assets import reconnect_message
-
-        print(f"error: {reconnect_message(exc.realm_id)}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         ledger.dispose()
@@ -257,9 +255,7 @@ def reissue_main(key: str, *, out: Any = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except QboReconnectRequired as exc:
-        from sync_pipelines.defs.quickbooks.assets import reconnect_message
-
-        print(f"error: {reconnect_message(exc.realm_id)}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         ledger.dispose()

@@ -82,11 +82,13 @@ class QboReconnectRequired(ApiAuthError):
                          api_message="refresh token rejected", attempts=attempts, trace_id=trace_id)
 
     def _format(self) -> str:
+        # This text is what the operator sees (run failure, alert, CLI): it says what to do.
         return (
             f"QuickBooks refused the refresh token for realm {self.realm_id} (invalid_grant; "
-            f"{self.system} {self.method} {self.path} -> HTTP {self.status}). Reconnect: re-authorise "
-            "the app with Intuit (OAuth 2.0 consent for the company) and set QBO_REFRESH_TOKEN to the "
-            "new refresh token, then re-run."
+            f"{self.system} {self.method} {self.path} -> HTTP {self.status}): the app must be reconnected. "
+            "Re-authorise it with Intuit (OAuth 2.0 consent for this company, e.g. in the Intuit developer "
+            "OAuth playground or your app's connect page), set QBO_REFRESH_TOKEN to the new refresh token "
+            "in the code location's environment, then re-run this client's month."
         )
 
 

@@ -103,7 +103,7 @@ def qbo_invoices(
         # Retrying cannot help until a person re-authorises the app; the message names the realm
         # and the token endpoint, never a token.
         raise dg.Failure(
-            description=reconnect_message(exc.realm_id),
+            description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
             metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
             allow_retries=False,
         ) from None
@@ -152,15 +152,4 @@ def qbo_invoices(
             ),
             "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
         },
-    )
-
-
-def reconnect_message(realm_id: str) -> str:
-    """What the operator does when QuickBooks answers ``invalid_grant`` (refresh token refused)."""
-    return (
-        f"QuickBooks refused the refresh token for realm {realm_id} (invalid_grant): the app must be "
-        "reconnected. Re-authorise it with Intuit (OAuth 2.0 consent for this company, e.g. in the "
-        "Intuit developer OAuth playground or your app's connect page), set QBO_REFRESH_TOKEN to the "
-        "new refresh token in the code location's environment, then re-run this client's month "
-        "(nothing was posted twice: the ledger kept every invoice's state)."
     )
