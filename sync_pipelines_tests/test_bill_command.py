@@ -133,3 +133,27 @@ def test_bill_command_json_summary_and_exit_status(sandbox_env, monkeypatch, cap
     qbo = {i["DocNumber"]: i["TotalAmt"] for i in sandbox.state()["quickbooks"]["invoices"]}
     for o in outcomes:
         assert money.to_decimal(o["qbo_total"]) == qbo[o["doc_number"]]
+
+
+def test_a_deal_ready_for_billing_is_invoiced_from_its_line_items_and_written_back(sandbox_env, monkeypatch) -> None:
+    fixture, rules_yaml, tmp, home, sandbox = sandbox_env
+    [deal] = [d for d in fixture["hubspot"]["deals"] if d["properties"]["dealstage"] == "ready_for_billing"]
+    item_ids = {a["to_id"] for a in fixture["hubspot"]["associations"]
+                if a["from_type"] == "deals" and a["from_id"] == deal["id"] and a["to_type"] == "line_items"}
+    items = [li for li in fixture["hubspot"]["line_items"] if li["id"] in item_ids]
+    assert items
+    expected = sum(money.quantize(money.to_decimal(li["properties"]["quantity"]) * money.to_decimal(li["properties"]["price"]),
+                                  "USD") for li in items)
+    rules_path = tmp / "rules.yaml"
+    rules_path.write_text(rules_yaml.replace("clients:\n", "hubspot: {ready_for_billing_stage: ready_for_billing}\nclients:\n", 1))
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        run = _bill(rules_path, monkeypatch, instance)
+    assert run.exit_code == EXIT_OK, [c.error for c in run.clients]
+    drafts = [i for c in run.clients for i in c.drafts["invoices"] if i["group_key"] == f"deal-{deal['id']}"]
+    assert len(drafts) == 1 and drafts[0]["status"] == "ready"
+    state = sandbox.state()
+    [posted] = [i for i in state["quickbooks"]["invoices"] if i.get("DocNumber") == drafts[0]["doc_number"]]
+    assert posted["TotalAmt"] == expected
+    # The write-back goes to that deal (and the invoice's id is what it carries).
+    [after] = [d for d in state["hubspot"]["deals"] if d["id"] == deal["id"]]
+    assert after["properties"]["qbo_invoice_id"] == posted["Id"]

@@ -51,7 +51,8 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
     specs = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}
     groups = {name: spec.group_name for name, spec in specs.items()}
     assert groups == {
-        "harvest_time_entries": "extract", "hubspot_deals": "extract", "qbo_catalog": "extract",
+        "harvest_time_entries": "extract", "hubspot_deals": "extract", "hubspot_deal_line_items": "extract",
+        "qbo_catalog": "extract",
         "qbo_existing_invoices": "extract", "billing_rules": "extract",
         "unassigned_time": "billing", "billable_entries": "billing", "invoice_drafts": "billing",
         "qbo_invoices": "posting", "reconciliation_report": "posting", "crm_write_back": "posting",
@@ -62,7 +63,8 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
     assert parents["qbo_invoices"] == {"invoice_drafts"}
     assert "billable_entries" in parents["invoice_drafts"]
-    assert parents["billable_entries"] == {"harvest_time_entries", "hubspot_deals", "qbo_catalog", "billing_rules"}
+    assert parents["billable_entries"] == {
+        "harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "billing_rules"}
     assert {"billable_entries", "qbo_invoices", "qbo_existing_invoices"} <= parents["reconciliation_report"]
 
 

@@ -22,7 +22,8 @@ from sync_pipelines.billing.catalog import Catalog
 from sync_pipelines.billing.deals import ProjectTerms, project_terms
 from sync_pipelines.billing.grouping import group_key
 from sync_pipelines.billing.history import BillingHistory
-from sync_pipelines.billing.invoices import InvoiceContext, finish_invoices
+from sync_pipelines.billing.invoices import INVOICE_COLUMNS, LINE_COLUMNS, InvoiceContext, finish_invoices
+from sync_pipelines.billing.line_items import price_line_items, without_deal_invoices
 from sync_pipelines.billing.lines import KIND_INCLUDED, KIND_OVERAGE, KIND_TIME, aggregate
 from sync_pipelines.billing.rates import EntryKeys, Rule, rate_fixed, resolve_rates
 from sync_pipelines.billing.rounding import MODE_CODES, round_centi
@@ -61,7 +62,11 @@ class BillingResult:
     retainer_carry_forward_hours (None unless retainer), project_totals ({project id: amount}
     for projects with deal terms).
 
-    `extras["timings"]`: seconds per phase of the run.
+    `extras["timings"]`: seconds per phase of the run. `extras["line_item_deals"]` (only when
+    `line_items` is given and the rules have a `hubspot` section): one row per deal in the ready
+    for billing stage, with line items, whose stage date is in the period: deal_id, dealname,
+    company_id, stage_date, client_key, status (ready | held | unmapped | already_invoiced |
+    not_issued), reason, invoice_key. Line-item invoices have lines of kind `line_item`.
     """
 
     period: str
@@ -108,9 +113,18 @@ def price_month(
     history: BillingHistory | None = None,
     realm_id: str = "",
     clients: list[str] | None = None,
+    line_items: pd.DataFrame | None = None,
 ) -> BillingResult:
-    """Price one month (DESIGN §5) for every rules client, or only `clients`."""
+    """Price one month (DESIGN §5) for every rules client, or only `clients`.
+
+    `line_items` (the `deal_line_items` frame): with the rules' `hubspot.ready_for_billing_stage`
+    set, each qualifying deal of `deals` is also invoiced from its line items (one invoice per
+    deal, group key ``deal-<id>``; see billing/line_items.py). None: no line-item invoices.
+    """
     history = history or BillingHistory()
+    deal_history = history
+    if line_items is not None and rules.hubspot is not None:
+        history = without_deal_invoices(history)
     start, end = period_bounds(period)
     if clients is None:
         client_keys = sorted(rules.clients)
@@ -422,9 +436,24 @@ def price_month(
     out["line_no"] = line_no_col
 
     clock.mark("report")
+    extras: dict = {"timings": clock.laps}
+    if line_items is not None and rules.hubspot is not None:
+        li_lines, li_invoices, li_report = price_line_items(
+            rules, period, start, end, deals, line_items, ctx.catalog, deal_history, realm_id, client_keys, eff,
+            report_unmapped=clients is None, line_columns=LINE_COLUMNS, invoice_columns=INVOICE_COLUMNS)
+        extras["line_item_deals"] = li_report
+        if len(li_invoices):
+            invoices_out = pd.concat([invoices_out, li_invoices], ignore_index=True) if len(invoices_out) else li_invoices
+            invoices_out = invoices_out.assign(_c=invoices_out["client_key"], _g=invoices_out["group_key"]).sort_values(
+                ["_c", "_g"], kind="stable").drop(columns=["_c", "_g"]).reset_index(drop=True)
+            lines_out = pd.concat([lines_out, li_lines], ignore_index=True) if len(lines_out) else li_lines
+            order = {k: i for i, k in enumerate(invoices_out["invoice_key"])}
+            lines_out = lines_out.assign(_o=lines_out["invoice_key"].map(order)).sort_values(
+                ["_o", "line_no"], kind="stable").drop(columns="_o").reset_index(drop=True)
+        clock.mark("line_items")
     return BillingResult(period=period, realm_id=realm_id, home_currency=rules.firm.home_currency, entries=out,
                          lines=lines_out, invoices=invoices_out, rules_source=rules.source,
-                         extras={"timings": clock.laps})
+                         extras=extras)
 
 
 class _Clock:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from .hubspot_models import Company, Deal
+from .hubspot_models import Company, Deal, DealLineItem, LineItem
 from .http import (
     ApiTransport,
     ApiValidationError,
@@ -45,6 +46,8 @@ PRIMARY_COMPANY_TYPE_ID = 5
 DEFAULT_COMPANY_TYPE_ID = 341
 ASSOC_BATCH = 100
 WINDOW_PROPERTY = "hs_lastmodifieddate"
+BATCH_READ = 100
+LINE_ITEM_PROPERTIES = ["name", "hs_sku", "price", "quantity", "amount", "hs_product_id"]
 
 
 def _hubspot_error(response: httpx.Response, body: Any) -> ErrorInfo:
@@ -438,6 +441,112 @@ class HubSpotClient:
                 break
         return pick_company(links)
 
+    # -- line items
+    def deal_line_items(self, deal_ids: Iterable[str], properties: Sequence[str] | None = None) -> LineItemsResult:
+        """Every line item of the given deals (DESIGN §5 "Deals": invoices from line items).
+
+        1. deal -> line item ids: v4 batch read ``POST /crm/v4/associations/deals/line_items/batch/read``
+           (100 deals per call; a 207's ``errors`` name deals without line items), falling back to
+           ``GET /crm/v4/objects/deals/{id}/associations/line_items`` (paginated, ``limit=500``,
+           ``paging.next.after`` until absent) when the batch endpoint is missing (404/405) or a
+           deal's associations span several pages;
+        2. the line items: ``POST /crm/v3/objects/line_items/batch/read`` (100 ids per call) with
+           ``name, hs_sku, price, quantity, amount, hs_product_id``.
+
+        Malformed line items go to ``.rejected`` with their raw JSON; ids associated but not
+        returned are listed in ``.missing``. Records are in (deal id, line item id) order.
+        """
+        ids = list(dict.fromkeys(str(d) for d in deal_ids))
+        assoc = self._associated_ids("deals", "line_items", ids)
+        result = LineItemsResult(associations=assoc)
+        wanted = sorted({li for lis in assoc.values() for li in lis}, key=_id_order)
+        props = list(properties or LINE_ITEM_PROPERTIES)
+        path = f"{self._objects('line_items')}/batch/read"
+        parsed: FetchResult[LineItem] = FetchResult()
+        for start in range(0, len(wanted), BATCH_READ):
+            chunk = wanted[start:start + BATCH_READ]
+            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": props})
+            results = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(results, list):
+                raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+            parse_records(LineItem, results, system=SYSTEM, entity="line_item", into=parsed)
+        result.rejected.extend(parsed.rejected)
+        by_id = {li.id: li for li in parsed.records}
+        rejected_ids = {r.record_id for r in parsed.rejected}
+        for deal_id in sorted(assoc, key=_id_order):
+            for li_id in assoc[deal_id]:
+                if li_id in by_id:
+                    result.records.append(DealLineItem(deal_id=deal_id, line_item=by_id[li_id]))
+                elif li_id not in rejected_ids and li_id not in result.missing:
+                    result.missing.append(li_id)
+        return result
+
+    def _associated_ids(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, list[str]]:
+        """from id -> associated to ids (v4; batch read, else one paginated GET per id); ids without
+        any association are absent."""
+        out: dict[str, list[str]] = {}
+        pending: list[str] = []
+        batch = self._batch_associations
+        for start in range(0, len(ids), ASSOC_BATCH) if batch else ():
+            chunk = ids[start:start + ASSOC_BATCH]
+            try:
+                body = self._call("POST", f"/crm/v4/associations/{from_type}/{to_type}/batch/read",
+                                  json_body={"inputs": [{"id": i} for i in chunk]})
+            except ApiValidationError as exc:
+                if exc.status in (404, 405):
+                    pending.extend(ids[start:])
+                    break
+                raise
+            answered: set[str] = set()
+            for item in (body or {}).get("results") or []:
+                if not isinstance(item, dict):
+                    continue
+                from_id = str((item.get("from") or {}).get("id", ""))
+                if not from_id or (isinstance(item.get("paging"), dict) and item["paging"].get("next")):
+                    continue
+                answered.add(from_id)
+                targets = _target_ids(item.get("to") or [])
+                if targets:
+                    out[from_id] = targets
+            errored = _error_ids(body)
+            pending.extend(i for i in chunk if i not in answered and i not in errored)
+        if not batch:
+            pending = list(ids)
+        for from_id in pending:
+            path = f"/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}"
+            after: str | None = None
+            links: list[Any] = []
+            seen: set[str] = set()
+            while True:
+                params: dict[str, Any] = {"limit": 500}
+                if after is not None:
+                    params["after"] = after
+                body = self._call("GET", path, params=params)
+                results = body.get("results") if isinstance(body, dict) else None
+                if isinstance(results, list):
+                    links.extend(results)
+                after = _next_after(body)
+                if after is None:
+                    break
+                if after in seen:
+                    raise ApiValidationError(SYSTEM, "GET", path, 200,
+                                             api_message="paging.next.after repeats a cursor (paging loop)")
+                seen.add(after)
+            targets = _target_ids(links)
+            if targets:
+                out[from_id] = targets
+        return out
+
+
+@dataclass
+class LineItemsResult(FetchResult[DealLineItem]):
+    """:meth:`HubSpotClient.deal_line_items`: the records, the rejected ones, and every
+    association read (deal id -> line item ids), so a caller can tell a deal whose line item was
+    rejected or could not be read (``missing``: associated, not returned) from a complete one."""
+
+    associations: dict[str, list[str]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
 
 def pick_company(links: Sequence[Mapping[str, Any]]) -> str | None:
     """From v4 association results, the primary company (type 5), else type 341, else the first."""
@@ -452,6 +561,25 @@ def pick_company(links: Sequence[Mapping[str, Any]]) -> str | None:
         if best is None or rank < best[0]:
             best = (rank, to_text)
     return best[1] if best else None
+
+
+def _target_ids(links: Sequence[Any]) -> list[str]:
+    """``toObjectId`` of v4 association results as id strings, de-duplicated, in id order."""
+    out: list[str] = []
+    for link in links:
+        if not isinstance(link, dict):
+            continue
+        to_id = link.get("toObjectId", link.get("id"))
+        if to_id is None or isinstance(to_id, (bool, float)):
+            continue
+        text = str(to_id).strip()
+        if text and text not in out:
+            out.append(text)
+    return sorted(out, key=_id_order)
+
+
+def _id_order(v: str) -> tuple[int, str]:
+    return (int(v), v) if v.isdigit() else (2**63, v)
 
 
 def _error_ids(body: Any) -> set[str]:
@@ -505,4 +633,4 @@ def _parse_unique(model: type[Deal] | type[Company], page: list[Any], entity: st
     parse_records(model, fresh, system=SYSTEM, entity=entity, into=result)
 
 
-__all__ = ["HubSpotClient", "pick_company"]
+__all__ = ["HubSpotClient", "LineItemsResult", "pick_company"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
+
 from pydantic import BaseModel, ConfigDict, field_validator
 
 
@@ -62,3 +64,50 @@ class Company(CrmObject):
     @property
     def name(self) -> str | None:
         return self.prop("name")
+
+
+class LineItem(CrmObject):
+    """A deal line item (``/crm/v3/objects/line_items``): ``name, hs_sku, price, quantity, amount,
+    hs_product_id`` as strings. ``price`` and ``quantity``, when set, must be decimal text (a
+    record with anything else is malformed and rejected with its raw payload)."""
+
+    @field_validator("properties")
+    @classmethod
+    def _numbers(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for key in ("price", "quantity"):
+            value = v.get(key)
+            if value in (None, ""):
+                continue
+            try:
+                d = Decimal(str(value).strip())
+            except InvalidOperation:
+                raise ValueError(f"property {key!r} is not a number: {value!r}") from None
+            if not d.is_finite():
+                raise ValueError(f"property {key!r} is not a finite number: {value!r}")
+        return v
+
+    @property
+    def name(self) -> str | None:
+        return self.prop("name")
+
+    @property
+    def sku(self) -> str | None:
+        return self.prop("hs_sku")
+
+    @property
+    def price(self) -> str | None:
+        return self.prop("price")
+
+    @property
+    def quantity(self) -> str | None:
+        return self.prop("quantity")
+
+
+class DealLineItem(BaseModel):
+    """One line item of one deal (a line item belongs to one deal in HubSpot; if the API ever
+    associates it with several, each pair is its own record)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deal_id: str
+    line_item: LineItem

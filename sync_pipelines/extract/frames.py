@@ -17,7 +17,7 @@ import pandas as pd
 
 from sync_pipelines.connectors.harvest_models import TimeEntry
 from sync_pipelines.connectors.http import Rejected
-from sync_pipelines.connectors.hubspot_models import Deal
+from sync_pipelines.connectors.hubspot_models import Deal, DealLineItem
 
 STR = pd.StringDtype(na_value=np.nan)  # pandas 3's default "str" dtype
 
@@ -66,6 +66,15 @@ DEAL_PROPERTIES: list[str] = [
     "harvest_project_id", "billing_hourly_rate", "billing_discount_percent", "billing_not_to_exceed",
     "po_number",
 ]
+
+LINE_ITEM_COLUMNS: dict[str, Any] = {
+    "deal_id": STR,
+    "line_item_id": STR,
+    "name": STR,
+    "sku": STR,
+    "price": STR,
+    "quantity": STR,
+}
 
 CATALOG_COLUMNS: dict[str, Any] = {
     "entity": STR,
@@ -175,6 +184,32 @@ def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.Dat
             "company_id": company_ids.get(d.id),
         })
     return _frame(rows, DEAL_COLUMNS)
+
+
+def line_items_frame(records: Iterable[DealLineItem],
+                     unreadable: Iterable[tuple[str, str]] = ()) -> pd.DataFrame:
+    """One row per (deal, line item) (columns and dtypes: ``LINE_ITEM_COLUMNS``).
+
+    ``sku`` is ``hs_sku``; ``price`` and ``quantity`` stay Decimal text (validated by the
+    connector). ``unreadable`` (deal id, line item id) pairs, for line items associated with a
+    deal but rejected or not returned, become rows with no name, sku, price or quantity, so the
+    billing engine holds that deal's invoice instead of invoicing it without them.
+    """
+    rows = []
+    for r in records:
+        li = r.line_item
+        rows.append({
+            "deal_id": r.deal_id,
+            "line_item_id": li.id,
+            "name": li.name,
+            "sku": _strip(li.sku),
+            "price": _strip(li.price),
+            "quantity": _strip(li.quantity),
+        })
+    for deal_id, li_id in unreadable:
+        rows.append({"deal_id": str(deal_id), "line_item_id": str(li_id), "name": None, "sku": None,
+                     "price": None, "quantity": None})
+    return _frame(rows, LINE_ITEM_COLUMNS)
 
 
 def _strip(value: str | None) -> str | None:

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .frames import DEAL_PROPERTIES, catalog_frame, deals_frame, rejected_frame, time_entries_frame
+from .frames import (
+    DEAL_PROPERTIES,
+    catalog_frame,
+    deals_frame,
+    line_items_frame,
+    rejected_frame,
+    time_entries_frame,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sync_pipelines.connectors.harvest import HarvestClient
@@ -43,6 +50,29 @@ def hubspot_deals(
     result = client.list_deals(list(properties or DEAL_PROPERTIES))
     company_ids = client.deal_company_ids([d.id for d in result.records])
     return deals_frame(result.records, company_ids), rejected_frame(result.rejected)
+
+
+def hubspot_deal_line_items(
+    client: HubSpotClient, deals: pd.DataFrame, stage: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The line items of the deals in ``deals`` (the ``hubspot_deals`` frame) and the rejected ones.
+
+    With ``stage`` (the rules' ``hubspot.ready_for_billing_stage``) only deals in that stage are
+    read (the only ones invoiced from line items); without it, every deal's. A line item that is
+    associated with a deal but rejected or not returned still gets a row (no price / quantity), so
+    the engine holds that deal's invoice rather than invoicing it without the item.
+    """
+    if deals is None or len(deals) == 0:
+        return line_items_frame([]), rejected_frame([])
+    chosen = deals if stage is None else deals[deals["dealstage"] == stage]
+    deal_ids = [str(d) for d in chosen["deal_id"].tolist() if not pd.isna(d)]
+    if not deal_ids:
+        return line_items_frame([]), rejected_frame([])
+    result = client.deal_line_items(deal_ids)
+    readable = {r.line_item.id for r in result.records}
+    unreadable = [(deal_id, li) for deal_id, items in sorted(result.associations.items())
+                  for li in items if li not in readable]
+    return line_items_frame(result.records, unreadable), rejected_frame(result.rejected)
 
 
 def qbo_catalog(client: QuickBooksClient) -> tuple[pd.DataFrame, pd.DataFrame]:

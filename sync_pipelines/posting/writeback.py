@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 #: Deal properties written back (custom properties; created on first use when missing).
 PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status")
 #: The HubSpot deal stage id meaning "ready for billing" (the fallback target, see module docs).
-READY_FOR_BILLING_STAGE = "ready_for_billing"
+READY_FOR_BILLING_STAGE = "ready_for_billing"  # used when the rules configure no stage
+DEAL_GROUP_PREFIX = "deal-"  # the group key of an invoice made from one deal's line items
 #: Invoice states QuickBooks has confirmed: the only ones that may reach the CRM.
 CONFIRMED = ("posted", "drift")
 INVOICED = "invoiced"
@@ -109,15 +110,21 @@ def plan_writebacks(
     projects_of_entries: Mapping[int, int],
     deals: pd.DataFrame,
     company_id: str | None = None,
+    ready_stage: str | None = None,
 ) -> list[PlannedWriteback]:
     """The write-backs of one invoice (empty unless QuickBooks confirmed it). `record` must come
     from ``ledger.get_invoice`` (it needs the entries)."""
     if record.status not in CONFIRMED or not record.qbo_id:
         return []
+    props = writeback_properties(record)
+    if record.group_key.startswith(DEAL_GROUP_PREFIX):
+        # Invoiced from one deal's line items: that deal, and no other of the company.
+        return [PlannedWriteback(record.key, record.group_key[len(DEAL_GROUP_PREFIX):], props, "its line items")]
     projects = {projects_of_entries[e] for e, _, _ in record.entries if e in projects_of_entries}
     projects |= set(record.project_totals)
-    props = writeback_properties(record)
-    return [PlannedWriteback(record.key, deal, props, why) for deal, why in deal_targets(projects, deals, company_id)]
+    stages = (ready_stage,) if ready_stage else (READY_FOR_BILLING_STAGE,)
+    return [PlannedWriteback(record.key, deal, props, why)
+            for deal, why in deal_targets(projects, deals, company_id, stages)]
 
 
 def enqueue_writebacks(
@@ -126,16 +133,18 @@ def enqueue_writebacks(
     projects_of_entries: Mapping[int, int],
     deals: pd.DataFrame,
     company_ids: Mapping[str, str | None] | None = None,
+    ready_stage: str | None = None,
 ) -> list[PlannedWriteback]:
     """Queue the write-backs of every confirmed invoice among `keys` (idempotent; a done
-    write-back stays done). `company_ids`: client key -> HubSpot company id (rules)."""
+    write-back stays done). `company_ids`: client key -> HubSpot company id (rules);
+    `ready_stage`: the rules' `hubspot.ready_for_billing_stage`, when set."""
     planned: list[PlannedWriteback] = []
     for key in keys:
         record = ledger.get_invoice(key)
         if record is None:
             continue
         company = (company_ids or {}).get(record.client_key)
-        for wb in plan_writebacks(record, projects_of_entries, deals, company):
+        for wb in plan_writebacks(record, projects_of_entries, deals, company, ready_stage):
             ledger.enqueue_writeback(wb.key, wb.deal_id, wb.properties)
             planned.append(wb)
     return planned

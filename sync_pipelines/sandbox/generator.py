@@ -50,6 +50,8 @@ NAME_B = ["Corp", "Labs", "Partners", "Holdings", "Group", "Analytics", "Logisti
 SPECIAL = ["O'Brien & Sons", "Café Zürich GmbH"]
 TASKS = ["Design", "Development", "Project Management", "Meetings"]
 TASK_WEIGHTS = np.array([0.25, 0.45, 0.15, 0.15])
+#: The deal stage id of deals invoiced from their line items (rules `hubspot.ready_for_billing_stage`).
+READY_FOR_BILLING_STAGE = "ready_for_billing"
 STAGES = ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "contractsent", "closedwon", "closedlost"]
 COMMON_CENTI = np.array([25, 50, 75, 100, 110, 125, 150, 200, 233, 250, 300, 375, 400, 600, 750, 800])
 
@@ -328,6 +330,41 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
                 associations.append({"from_type": "deals", "from_id": did, "to_type": "companies",
                                      "to_id": companies[i]["id"], "type_id": type_id})
 
+    # deals invoiced from their line items (DESIGN §5 "Deals"; off unless the rules file has a
+    # `hubspot: {ready_for_billing_stage: ready_for_billing}` section, which the generated one
+    # does not). Added after every other record and without drawing on `rng`, so the time entries,
+    # rules and other deals are exactly what they were; only clients whose every project already
+    # has a linked deal get one (their time invoices never fall back to a company deal in the
+    # ready-for-billing stage for write-backs).
+    line_items: list[dict] = []
+    linked_projects = {int(d["properties"]["harvest_project_id"]) for d in deals if d["properties"]["harvest_project_id"]}
+    covered = [i for i in range(rules_clients)
+               if client_projects[i] and all(int(projects[p]["id"]) in linked_projects for p in client_projects[i])]
+    ready_at = dt.datetime(first.year, first.month, 15, 15, 0, tzinfo=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    packages = [[("Consulting", "Consulting", "150.00", "3"), ("Design Services", "Design Services", "95.50", "2.5")],
+                [("Consulting", "Consulting", "1200.00", "1")]]
+    for k, i in enumerate(covered[:2]):
+        did = str(42_000_000_000 + n_deals)
+        n_deals += 1
+        deals.append({"id": did, "properties": {
+            "dealname": f"{names[i]} - Fixed-fee package", "amount": None, "dealstage": READY_FOR_BILLING_STAGE,
+            "pipeline": "default", "createdate": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "closedate": None,
+            "hs_lastmodifieddate": ready_at, "hs_object_id": did, "deal_currency_code": "USD",
+            "harvest_project_id": None, "billing_hourly_rate": None, "po_number": f"PO-LI-{k + 1}"},
+            "createdAt": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "updatedAt": ready_at, "archived": False})
+        for type_id in (5, 341):
+            associations.append({"from_type": "deals", "from_id": did, "to_type": "companies",
+                                 "to_id": companies[i]["id"], "type_id": type_id})
+        for name, sku, price, qty in packages[k]:
+            lid = str(43_000_000_000 + len(line_items))
+            amount = (Decimal(price) * Decimal(qty)).quantize(Decimal("0.01"))
+            line_items.append({"id": lid, "properties": {
+                "name": name, "hs_sku": sku, "price": price, "quantity": qty, "amount": str(amount),
+                "hs_product_id": None, "createdate": ready_at, "hs_lastmodifieddate": ready_at, "hs_object_id": lid},
+                "createdAt": ready_at, "updatedAt": ready_at, "archived": False})
+            associations.append({"from_type": "deals", "from_id": did, "to_type": "line_items", "to_id": lid, "type_id": 19})
+            associations.append({"from_type": "line_items", "from_id": lid, "to_type": "deals", "to_id": did, "type_id": 20})
+
     # ------------------------------------------------------------------ QuickBooks
     qbo_ts = (dt.datetime(first.year, first.month, 1) - dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S-08:00")
     meta = {"CreateTime": qbo_ts, "LastUpdatedTime": qbo_ts}
@@ -354,7 +391,7 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
 
     fixture = {
         "harvest": {"clients": h_clients, "projects": projects, "users": users, "tasks": tasks, "time_entries": time_entries},
-        "hubspot": {"companies": companies, "deals": deals, "line_items": [], "associations": associations},
+        "hubspot": {"companies": companies, "deals": deals, "line_items": line_items, "associations": associations},
         "quickbooks": {"realm_id": credentials.QBO_REALM_ID, "preferences": prefs, "customers": customers,
                        "items": items, "classes": classes, "terms": terms, "invoices": []},
     }

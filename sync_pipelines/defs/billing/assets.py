@@ -24,6 +24,17 @@ def _client_output_dir(period: str, client_key: str) -> Path:
     return path
 
 
+def _line_item_deals_metadata(result, client_key: str) -> dict:
+    """Deals invoiced (or not) from their line items for this client, when the rules turn it on."""
+    deals = result.extras.get("line_item_deals")
+    if deals is None or not len(deals):
+        return {}
+    mine = deals[deals["client_key"] == client_key]
+    return {"line_item_deals": dg.MetadataValue.md(
+        mine[["deal_id", "dealname", "status", "reason", "invoice_key"]].to_markdown(index=False) if len(mine) else "_none_"
+    )}
+
+
 @dg.asset(partitions_def=monthly, group_name="extract", kinds={"yaml"}, code_version="1")
 def billing_rules(context: dg.AssetExecutionContext, rules: RulesResource) -> dg.Output[dict]:
     """The billing rules file as it was when the month was billed (rates, rounding, discounts, caps).
@@ -80,7 +91,7 @@ def unassigned_time(
     )
 
 
-_EXTRACTS = {"harvest_time_entries", "hubspot_deals", "qbo_catalog", "billing_rules"}
+_EXTRACTS = {"harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "billing_rules"}
 
 
 @dg.multi_asset(
@@ -113,6 +124,7 @@ _EXTRACTS = {"harvest_time_entries", "hubspot_deals", "qbo_catalog", "billing_ru
     ins={
         "harvest_time_entries": dg.AssetIn(),
         "hubspot_deals": dg.AssetIn(),
+        "hubspot_deal_line_items": dg.AssetIn(),
         "qbo_catalog": dg.AssetIn(),
         "billing_rules": dg.AssetIn(),
     },
@@ -132,6 +144,7 @@ def price_client_month(
     context: dg.AssetExecutionContext,
     harvest_time_entries: pd.DataFrame,
     hubspot_deals: pd.DataFrame,
+    hubspot_deal_line_items: pd.DataFrame,
     qbo_catalog: pd.DataFrame,
     billing_rules: dict,
     ledger: LedgerResource,
@@ -144,7 +157,8 @@ def price_client_month(
         raise dg.Failure(description=f"client {client_key!r} is not in the billing rules snapshot for {period}")
     realm_id = quickbooks.realm_id
     history = billing_history(ledger.open().history(realm_id, [client_key], period))
-    result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id, [client_key])
+    result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id,
+                         [client_key], line_items=hubspot_deal_line_items)
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
     billed = entries[entries["status"] == "billed"]
@@ -181,6 +195,7 @@ def price_client_month(
                 ", ".join(f"{i['total']} {i['currency']}" for i in document["invoices"] if i["status"] == "ready") or "0"
             ),
             "preview_csv": dg.MetadataValue.path(str(preview)),
+            **_line_item_deals_metadata(result, client_key),
             "drafts": dg.MetadataValue.md(summary.to_markdown(index=False) if len(summary) else "_no invoice this month_"),
         },
     )

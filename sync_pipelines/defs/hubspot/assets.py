@@ -4,7 +4,9 @@ import pandas as pd
 from sync_pipelines.defs.partitions import EXTRACT_ASSET
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import HubSpotResource
+from sync_pipelines.billing.rules import parse_rules
 from sync_pipelines.extract import sources
+from sync_pipelines.extract.frames import line_items_frame
 
 
 @dg.asset(kinds={"hubspot", "pandas"}, **EXTRACT_ASSET)
@@ -24,6 +26,47 @@ def hubspot_deals(context: dg.AssetExecutionContext, hubspot: HubSpotResource) -
         metadata={
             "dagster/row_count": dg.MetadataValue.int(len(frame)),
             "deals_linked_to_harvest_projects": dg.MetadataValue.int(linked),
+            **meta,
+        },
+    )
+
+
+@dg.asset(
+    kinds={"hubspot", "pandas"},
+    ins={"hubspot_deals": dg.AssetIn(), "billing_rules": dg.AssetIn()},
+    **EXTRACT_ASSET,
+)
+def hubspot_deal_line_items(
+    context: dg.AssetExecutionContext, hubspot: HubSpotResource, hubspot_deals: pd.DataFrame, billing_rules: dict
+) -> dg.Output[pd.DataFrame]:
+    """Line items of the deals in the rules' ready-for-billing stage (`hubspot.ready_for_billing_stage`).
+
+    Such a deal is invoiced from its line items (product SKU -> QuickBooks item). Empty when the
+    rules configure no stage: the feature is off. A ready deal whose company is not a rules
+    client's `hubspot_company_id` is listed in the `unmapped_ready_deals` metadata, never dropped.
+    """
+    rules = parse_rules(billing_rules["yaml"], billing_rules["source"])
+    if rules.hubspot is None:
+        return dg.Output(line_items_frame([]), metadata={"feature": dg.MetadataValue.text(
+            "off: set hubspot.ready_for_billing_stage in the rules to invoice deals from their line items")})
+    stage = rules.hubspot.ready_for_billing_stage
+    with hubspot.client() as client:
+        frame, rejected = sources.hubspot_deal_line_items(client, hubspot_deals, stage=stage)
+    meta = keep_rejected(context, "hubspot_line_items", context.partition_key, rejected)
+    companies = {c.hubspot_company_id for c in rules.clients.values() if c.hubspot_company_id}
+    ready = hubspot_deals[hubspot_deals["dealstage"] == stage]
+    unmapped = ready[~ready["company_id"].isin(list(companies))]
+    if len(unmapped):
+        context.log.warning(f"{len(unmapped)} deal(s) ready for billing belong to no rules client: "
+                            + ", ".join(f"{d} ({n})" for d, n in zip(unmapped["deal_id"], unmapped["dealname"])))
+    return dg.Output(
+        frame,
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(frame)),
+            "ready_deals": dg.MetadataValue.int(len(ready)),
+            "unmapped_ready_deals": dg.MetadataValue.md(
+                unmapped[["deal_id", "dealname", "company_id"]].to_markdown(index=False) if len(unmapped) else "_none_"
+            ),
             **meta,
         },
     )

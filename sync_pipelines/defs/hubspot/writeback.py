@@ -58,7 +58,8 @@ def crm_write_back(
     # left behind by a crash (or a re-issued generation) is picked up here.
     invoice_keys = [r.key for r in led.status(period=period, client=client_key, statuses=CONFIRMED)]
     planned = enqueue_writebacks(
-        led, invoice_keys, entry_projects(harvest_time_entries), hubspot_deals, {client_key: company}
+        led, invoice_keys, entry_projects(harvest_time_entries), hubspot_deals, {client_key: company},
+        ready_stage=rules.hubspot.ready_for_billing_stage if rules.hubspot else None,
     )
     why = {(p.key, p.deal_id): p.why for p in planned}
     with hubspot.client() as client:
