@@ -171,8 +171,6 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
                              "client": {"id": cid, "name": nm, "currency": "USD"},
                              "created_at": created_at, "updated_at": created_at})
             proj_client.append(i)
-    n_proj_total = len(projects)
-    proj_client_arr = np.array(proj_client)
     client_projects: list[list[int]] = [[] for _ in range(clients)]
     for p, c in enumerate(proj_client):
         client_projects[c].append(p)
