@@ -1,4 +1,4 @@
-"""`sync-pipelines`: the command line (DESIGN §10).
+"""`sync-pipelines`: bill Harvest time and HubSpot deals into QuickBooks Online, through Dagster.
 
     sync-pipelines sandbox serve --fixture FILE [--host 127.0.0.1 --port N] [--state-file FILE]
     sync-pipelines sandbox generate --clients N --entries M --seed S [--month YYYY-MM] --out FILE [--rules-out FILE]
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--month", type=_month, default=None, help="billing month of most entries (default: last month)")
     gen.add_argument("--out", type=Path, default=Path("fixture.json"))
     gen.add_argument("--rules-out", type=Path, default=None, help="also write a matching billing_rules.yaml here")
+    gen.add_argument("--dirty", action="store_true", help="also add a few malformed records for the clients to quarantine")
 
     rules = sub.add_parser("rules", help="billing rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             sandbox_cli.serve_main(args.fixture, args.host, args.port, args.state_file)
             return 0
         month = args.month or _previous_month()
-        sandbox_cli.generate_main(args.clients, args.entries, args.seed, month, args.out, args.rules_out)
+        sandbox_cli.generate_main(args.clients, args.entries, args.seed, month, args.out, args.rules_out,
+                                  dirty=args.dirty)
         return 0
 
     if args.command == "rules":

@@ -67,6 +67,7 @@ def generate_main(
     month: str,
     out_path: str | Path,
     rules_out_path: str | Path | None = None,
+    dirty: bool = False,
 ) -> int:
     """Write a generated fixture (and its billing rules YAML). Returns the exit status.
 
@@ -77,10 +78,12 @@ def generate_main(
         month: "YYYY-MM", the month most entries fall in.
         out_path: where to write the fixture JSON.
         rules_out_path: where to write the rules YAML (None: not written).
+        dirty: also append a few malformed records (`generator.DIRTY_KINDS`) for the clients to
+            quarantine.
     """
     t0 = time.monotonic()
     try:
-        fixture, rules_yaml = generate_fixture(clients=clients, entries=entries, seed=seed, month=month)
+        fixture, rules_yaml = generate_fixture(clients=clients, entries=entries, seed=seed, month=month, dirty=dirty)
     except ValueError as exc:
         print(f"sandbox generate: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +94,7 @@ def generate_main(
     if rules_out_path:
         Path(rules_out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(rules_out_path).write_text(rules_yaml, encoding="utf-8")
-    print(f"wrote {out_path} ({clients} clients, {entries} time entries, seed {seed}, month {month})"
+    print(f"wrote {out_path} ({clients} clients, {entries} time entries, seed {seed}, month {month}"
+          + (", with malformed records" if dirty else "") + ")"
           + (f" and {rules_out_path}" if rules_out_path else "") + f" in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     return 0

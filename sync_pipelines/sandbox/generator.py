@@ -22,6 +22,18 @@ What it contains (so that tests can rely on it):
 - HubSpot: one company per rules client, deals (some linked to a Harvest project through
   `harvest_project_id`, some with `billing_hourly_rate` (closed before the month, so the rate
   applies to the whole month) and `po_number`), deal->company associations (types 5 and 341).
+- Edits after month end: about 2% of the month's finished entries (at least one) have an
+  `updated_at` 1-6 days after the month's last day (notes corrected after month end). Only
+  `updated_at` differs from an unedited entry, so no total changes.
+
+With `dirty=True` a few malformed records are appended, in the APIs' own shapes (see
+`DIRTY_KINDS`): Harvest time entries with `hours` null, `hours` "1:30" (h:mm text), no `task`
+object, or a `spent_date` in ISO basic form ("20261015", which the sandbox can still date but a
+YYYY-MM-DD parser rejects) - about 0.5% of `entries`, at least one of each; one HubSpot deal
+linked to a billed project with `billing_hourly_rate` "n/a" and one with `harvest_project_id`
+"ACME-1"; one QuickBooks item without `Name`. They get fresh ids after every clean record, and
+everything before them is exactly the clean output for the same arguments (the dirty records
+draw on their own random stream).
 """
 
 from __future__ import annotations
@@ -83,7 +95,24 @@ def _money(v: int) -> str:
     return f"{v}.00"
 
 
-def generate_fixture(clients: int, entries: int, seed: int, month: str) -> tuple[dict, str]:
+#: What `dirty=True` appends: kind -> (collection, what is wrong with the record).
+DIRTY_KINDS: dict[str, tuple[str, str]] = {
+    "hours_null": ("harvest.time_entries", "hours is null"),
+    "hours_text": ("harvest.time_entries", 'hours is the text "1:30"'),
+    "task_missing": ("harvest.time_entries", "no task object"),
+    "spent_date_basic": ("harvest.time_entries", 'spent_date in ISO basic form ("YYYYMMDD")'),
+    "deal_rate_na": ("hubspot.deals", 'billing_hourly_rate "n/a" on a deal linked to a billed project'),
+    "deal_project_code": ("hubspot.deals", 'harvest_project_id "ACME-1" (a code, not an id)'),
+    "item_no_name": ("quickbooks.items", "an item without Name"),
+}
+#: Time entry kinds, in the order they are dealt out.
+DIRTY_ENTRY_KINDS = ("hours_null", "hours_text", "task_missing", "spent_date_basic")
+# Separate random streams (so neither changes anything the main stream draws).
+_LATE_EDIT_STREAM = 1
+_DIRTY_STREAM = 2
+
+
+def generate_fixture(clients: int, entries: int, seed: int, month: str, dirty: bool = False) -> tuple[dict, str]:
     """Generate a realistic fixture and a matching rules YAML, deterministic for `seed`.
 
     Args:
@@ -91,19 +120,24 @@ def generate_fixture(clients: int, entries: int, seed: int, month: str) -> tuple
         entries: number of Harvest time entries (>= 1).
         seed: random seed; the same arguments give the same output.
         month: the billing month "YYYY-MM" most entries fall in.
+        dirty: also append a few malformed records (see `DIRTY_KINDS`); the clean records and
+            the rules YAML are the same as without it.
     """
     # Millions of small dicts make the cyclic GC rescan everything again and again (~40 % of the
     # time); nothing here creates cycles, so it is paused while generating.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _generate(clients, entries, seed, month)
+        fixture, rules_yaml, ctx = _generate(clients, entries, seed, month)
+        if dirty:
+            _add_dirty(fixture, seed, ctx)
+        return fixture, rules_yaml
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, str]:
+def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, str, dict]:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
         raise ValueError(f"month must be YYYY-MM, got {month!r}")
     if clients < 2:
@@ -285,6 +319,19 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
             "user_assignment": ua, "task_assignment": ta, "invoice": None, "external_reference": None,
         })
 
+    # edits after month end: notes corrected a few days after the month closed (own random
+    # stream; only `updated_at` changes, so nothing billed does)
+    late_rng = np.random.default_rng([seed, _LATE_EDIT_STREAM])
+    finished = in_month[~e_running[in_month]] if len(in_month) else in_month
+    if len(finished):
+        n_late = max(1, int(round(0.02 * len(finished))))
+        late = np.sort(late_rng.choice(finished, size=n_late, replace=False))
+        days = late_rng.integers(1, 7, size=n_late)
+        secs = late_rng.integers(8 * 3600, 19 * 3600, size=n_late)
+        for k, d, sec in zip(late.tolist(), days.tolist(), secs.tolist()):
+            when = dt.datetime.combine(last, dt.time(), tzinfo=dt.timezone.utc) + dt.timedelta(days=d, seconds=sec)
+            time_entries[k]["updated_at"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
     # ------------------------------------------------------------------ HubSpot
     companies, deals, associations = [], [], []
     hs_ts = (dt.datetime(first.year, first.month, 1, tzinfo=dt.timezone.utc) - dt.timedelta(days=120))
@@ -438,4 +485,89 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
         if consulting:
             out.append('    qbo: {item: "Consulting"}')
     rules_yaml = "\n".join(out) + "\n"
-    return fixture, rules_yaml
+    ctx = {"first": first, "last": last, "rules_clients": rules_clients, "companies": companies,
+           "client_projects": client_projects, "projects": projects, "names": names, "hs_ts": hs_ts,
+           "n_deals": n_deals, "id0": id0, "entries": entries}
+    return fixture, rules_yaml, ctx
+
+
+def _add_dirty(fixture: dict, seed: int, ctx: dict) -> None:
+    """Append the malformed records of `DIRTY_KINDS` (deterministic for `seed`, own random stream)."""
+    rng = np.random.default_rng([seed, _DIRTY_STREAM])
+    first, last = ctx["first"], ctx["last"]
+    rules_clients = ctx["rules_clients"]
+    entries_list: list[dict] = fixture["harvest"]["time_entries"]
+    lo, hi = first.isoformat(), last.isoformat()
+    rules_client_ids = {c["id"] for c in fixture["harvest"]["clients"][:rules_clients]}
+    # templates: finished billable entries of rules clients in the month (any entry if none)
+    pool = [k for k, e in enumerate(entries_list)
+            if lo <= e["spent_date"] <= hi and e["billable"] and not e["is_running"]
+            and e["client"]["id"] in rules_client_ids]
+    if not pool:
+        pool = list(range(len(entries_list)))
+    n_bad = max(len(DIRTY_ENTRY_KINDS), int(round(0.005 * ctx["entries"])))
+    picks = rng.choice(len(pool), size=n_bad, replace=n_bad > len(pool)).tolist()
+    next_id = max(int(e["id"]) for e in entries_list) + 1
+    for j, pick in enumerate(picks):
+        kind = DIRTY_ENTRY_KINDS[j % len(DIRTY_ENTRY_KINDS)]
+        e = dict(entries_list[pool[pick]])
+        e["id"] = next_id + j
+        if kind == "hours_null":
+            e["hours"] = e["hours_without_timer"] = e["rounded_hours"] = None
+        elif kind == "hours_text":
+            e["hours"] = e["hours_without_timer"] = e["rounded_hours"] = "1:30"
+        elif kind == "task_missing":
+            del e["task"]
+            e["task_assignment"] = None
+        else:  # spent_date_basic
+            e["spent_date"] = e["spent_date"].replace("-", "")
+        entries_list.append(e)
+
+    # HubSpot: a change-order deal whose rate nobody filled in properly, on the project with the
+    # most billable time in the month, and a deal whose project field holds a code
+    billed: dict[int, int] = {}
+    for e in entries_list[: ctx["entries"]]:
+        if lo <= e["spent_date"] <= hi and e["billable"] and e["client"]["id"] in rules_client_ids:
+            billed[e["project"]["id"]] = billed.get(e["project"]["id"], 0) + 1
+    projects = ctx["projects"]
+    project_index = {p["id"]: i for i, p in enumerate(projects)}
+    if billed:
+        pid = min(billed, key=lambda p: (-billed[p], p))
+    else:
+        pid = projects[0]["id"]
+    client_of = {p["id"]: p["client"]["id"] for p in projects}
+    client_index = {c["id"]: i for i, c in enumerate(fixture["harvest"]["clients"])}
+    rate_client = client_index[client_of[pid]]  # a rules client (only theirs were counted)
+    code_client = int(rng.integers(rules_clients))
+    hs = fixture["hubspot"]
+    n_deals = ctx["n_deals"]
+    hs_ts = ctx["hs_ts"]
+    closed = (hs_ts + dt.timedelta(days=int(rng.integers(60, 100)))).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    created = hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    for kind, i, props in (
+        ("deal_rate_na", rate_client, {
+            "dealname": f"{ctx['names'][rate_client]} - {projects[project_index[pid]]['name']} (change order)",
+            "harvest_project_id": str(pid), "billing_hourly_rate": "n/a"}),
+        ("deal_project_code", code_client, {
+            "dealname": f"{ctx['names'][code_client]} - Phase 2", "harvest_project_id": "ACME-1",
+            "billing_hourly_rate": None}),
+    ):
+        did = str(42_000_000_000 + n_deals)
+        n_deals += 1
+        hs["deals"].append({"id": did, "properties": {
+            "dealname": props["dealname"], "amount": _money(int(rng.integers(10, 200)) * 500), "dealstage": "closedwon",
+            "pipeline": "default", "createdate": created, "closedate": closed, "hs_lastmodifieddate": closed,
+            "hs_object_id": did, "deal_currency_code": "USD", "harvest_project_id": props["harvest_project_id"],
+            "billing_hourly_rate": props["billing_hourly_rate"], "po_number": None},
+            "createdAt": created, "updatedAt": closed, "archived": False})
+        for type_id in (5, 341):
+            hs["associations"].append({"from_type": "deals", "from_id": did, "to_type": "companies",
+                                       "to_id": ctx["companies"][i]["id"], "type_id": type_id})
+
+    # QuickBooks: an item without a Name (after every other record's Id)
+    q = fixture["quickbooks"]
+    next_qbo = max(int(r["Id"]) for coll in ("customers", "items", "classes", "terms", "invoices") for r in q[coll]) + 1
+    meta = dict(q["items"][0]["MetaData"])
+    q["items"].append({"Id": str(next_qbo), "Sku": "LEGACY-01", "Type": "Service", "Active": True, "Taxable": False,
+                       "UnitPrice": 0, "IncomeAccountRef": {"value": "79", "name": "Services"}, "domain": "QBO",
+                       "sparse": False, "SyncToken": "0", "MetaData": meta})

@@ -171,10 +171,11 @@ def list_time_entries(st: SandboxState, req: Req) -> Resp:
 
     def match(e: dict) -> bool:
         return (
-            (client_id is None or e["client"]["id"] == client_id)
-            and (project_id is None or e["project"]["id"] == project_id)
-            and (user_id is None or e["user"]["id"] == user_id)
-            and (task_id is None or e["task"]["id"] == task_id)
+            # Records from a --dirty fixture may lack a nested object: they simply do not match.
+            (client_id is None or (e.get("client") or {}).get("id") == client_id)
+            and (project_id is None or (e.get("project") or {}).get("id") == project_id)
+            and (user_id is None or (e.get("user") or {}).get("id") == user_id)
+            and (task_id is None or (e.get("task") or {}).get("id") == task_id)
             and (is_billed is None or bool(e.get("is_billed")) == is_billed)
             and (is_running is None or bool(e.get("is_running")) == is_running)
             and (since is None or _norm_ts(e.get("updated_at")) >= since)

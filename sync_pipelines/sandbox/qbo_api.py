@@ -623,7 +623,7 @@ def post_simple(coll: str) -> Callable[..., Resp]:
             raise Fault("6000", "A business validation error has occurred while processing your request",
                         "Business Validation Error: Name cannot contain a colon (:)", element="Name")
         for r in st.qbo[coll].values():
-            if (existing is None or r["Id"] != existing["Id"]) and _norm_name(r["Name"]) == _norm_name(name):
+            if (existing is None or r["Id"] != existing["Id"]) and _norm_name(r.get("Name") or "") == _norm_name(name):
                 raise Fault("6240", "Duplicate Name Exists Error",
                             f"The name supplied already exists. : Another {entity.lower()} is already using this name. (Id={r['Id']})")
         if coll == "items" and body.get("Type", "Service") not in ("Service", "NonInventory", "Inventory", "Category", "Group"):
