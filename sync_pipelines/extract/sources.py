@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from sync_pipelines import money
+from sync_pipelines.connectors.http import Rejected
+
 from .frames import (
     DEAL_PROPERTIES,
     catalog_frame,
@@ -46,10 +49,22 @@ def harvest_time_entries(client: HarvestClient, period: str) -> tuple[pd.DataFra
 def hubspot_deals(
     client: HubSpotClient, properties: list[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every deal with the billing properties and its (primary) company id."""
+    """Every deal with the billing properties and its (primary) company id.
+
+    A deal whose `harvest_project_id` is not a Harvest project id (someone typed a project code)
+    stays in the frame unlinked, and is also listed among the rejected records with the reason,
+    so its billing overrides are visibly not applied instead of silently ignored.
+    """
     result = client.list_deals(list(properties or DEAL_PROPERTIES))
     company_ids = client.deal_company_ids([d.id for d in result.records])
-    return deals_frame(result.records, company_ids), rejected_frame(result.rejected)
+    unlinkable = [
+        Rejected("hubspot", "deal", d.id,
+                 f"harvest_project_id {raw!r} is not a Harvest project id: the deal's billing overrides are not applied",
+                 money.dumps(d.model_dump(mode="json"), strict=False))
+        for d in result.records
+        if (raw := (d.prop("harvest_project_id") or "").strip()) and not raw.isdigit()
+    ]
+    return deals_frame(result.records, company_ids), rejected_frame([*result.rejected, *unlinkable])
 
 
 def hubspot_deal_line_items(

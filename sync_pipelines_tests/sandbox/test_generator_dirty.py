@@ -306,3 +306,20 @@ def test_dirty_records_never_crash_filters_or_name_checks() -> None:
                        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                        json={"Name": "Brand New Item", "Type": "Service", "IncomeAccountRef": {"value": "1"}})
         assert r.status_code == 200, r.text
+
+
+def test_a_deal_linked_by_project_code_is_reported_not_silently_unlinked() -> None:
+    from sync_pipelines.connectors.hubspot import HubSpotClient
+    from sync_pipelines.extract import sources
+    from sync_pipelines.sandbox import SandboxServer, generate_fixture as gen
+
+    fixture, _ = gen(clients=3, entries=200, seed=4, month="2026-10", dirty=True)
+    bad = [d for d in fixture["hubspot"]["deals"] if d["properties"].get("harvest_project_id") == "ACME-1"]
+    assert bad
+    with SandboxServer(fixture, rate_limits=None) as sb:
+        env = sb.env()
+        with HubSpotClient(env["HUBSPOT_BASE_URL"], env["HUBSPOT_ACCESS_TOKEN"]) as client:
+            frame, rejected = sources.hubspot_deals(client)
+    assert bad[0]["id"] in set(frame["deal_id"])  # kept, unlinked
+    row = rejected[rejected["record_id"] == bad[0]["id"]]
+    assert len(row) == 1 and "'ACME-1' is not a Harvest project id" in row.iloc[0]["reason"]
