@@ -18,13 +18,17 @@ import pandas as pd
 from sync_pipelines import money
 
 
-def _partition_parts(context: dg.OutputContext | dg.InputContext) -> list[str]:
-    if not context.has_asset_partitions:
+def _key_parts(key: str | dg.MultiPartitionKey | None) -> list[str]:
+    # month x client partitions are stored as month=2026-10/client=acme (readable, no "|").
+    if key is None:
         return []
-    key = context.asset_partition_key
     if isinstance(key, dg.MultiPartitionKey):
         return [f"{dim}={value}" for dim, value in sorted(key.keys_by_dimension.items())]
     return [str(key)]
+
+
+def _partition_parts(context: dg.OutputContext | dg.InputContext) -> list[str]:
+    return _key_parts(context.asset_partition_key if context.has_asset_partitions else None)
 
 
 class BillingStoreIOManager(dg.ConfigurableIOManager):
@@ -58,16 +62,18 @@ class BillingStoreIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(target))})
 
     def load_input(self, context: dg.InputContext) -> Any:
-        stem = self._stem(context)
-        parquet, js = stem.with_suffix(".parquet"), stem.with_suffix(".json")
-        if parquet.exists():
-            return pd.read_parquet(parquet)
-        if js.exists():
-            return money.loads(js.read_text())
-        raise FileNotFoundError(
-            f"no stored value for {context.asset_key.to_user_string()} partition "
-            f"{'/'.join(_partition_parts(context)) or '(unpartitioned)'}: materialise it first"
-        )
+        return _read(self._stem(context), context.asset_key.to_user_string(), _partition_parts(context))
+
+
+def _read(stem: Path, asset: str, parts: list[str]) -> Any:
+    parquet, js = stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    if parquet.exists():
+        return pd.read_parquet(parquet)
+    if js.exists():
+        return money.loads(js.read_text())
+    raise FileNotFoundError(
+        f"no stored value for {asset} partition {'/'.join(parts) or '(unpartitioned)'}: materialise it first"
+    )
 
 
 def read_stored(base_dir: str | Path, asset: str, partition_key: str | dg.MultiPartitionKey | None = None) -> Any:
@@ -76,15 +82,5 @@ def read_stored(base_dir: str | Path, asset: str, partition_key: str | dg.MultiP
     The CLI reads a run's results this way: `Definitions.load_asset_value` would build every
     resource again for each value (about a second each).
     """
-    parts: list[str] = []
-    if isinstance(partition_key, dg.MultiPartitionKey):
-        parts = [f"{dim}={value}" for dim, value in sorted(partition_key.keys_by_dimension.items())]
-    elif partition_key is not None:
-        parts = [str(partition_key)]
-    stem = Path(base_dir, asset, *parts)
-    parquet, js = stem.with_suffix(".parquet"), stem.with_suffix(".json")
-    if parquet.exists():
-        return pd.read_parquet(parquet)
-    if js.exists():
-        return money.loads(js.read_text())
-    raise FileNotFoundError(f"no stored value for {asset} {'/'.join(parts)}")
+    parts = _key_parts(partition_key)
+    return _read(Path(base_dir, asset, *parts), asset, parts)
