@@ -19,6 +19,7 @@ import pandas as pd
 
 from sync_pipelines import config, money
 from sync_pipelines.defs.io_manager import read_stored
+from sync_pipelines.run_errors import step_errors
 
 # Step logs go to the run's event log (the UI shows them all); the terminal gets warnings and up.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -93,14 +94,10 @@ def _store_dir(definitions: dg.Definitions) -> Path:
 
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            err = event.step_failure_data.error
-            # Dagster wraps the user's exception; the innermost cause is what the operator needs.
-            while err.cause is not None:
-                err = err.cause
-            return f"{event.step_key}: {err.message.strip()}"
-    failure = result.get_run_failure_event() if hasattr(result, "get_run_failure_event") else None
+    errors = step_errors(result.all_events, limit=2000)
+    if errors:
+        return errors[0]
+    failure = result.get_run_failure_event()
     return failure.message if failure is not None else "run failed"
 
 

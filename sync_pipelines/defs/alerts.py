@@ -1,6 +1,7 @@
 import dagster as dg
 
 from sync_pipelines.alerts import Alert, run_url, send
+from sync_pipelines.run_errors import step_errors
 
 
 @dg.run_failure_sensor(
@@ -18,12 +19,5 @@ def alert_on_failed_billing_run(context: dg.RunFailureSensorContext) -> None:
         lines.append(f"client {client}")
     if month:
         lines.append(f"month {month}")
-    errors = []
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None and error.cause is not None:
-            error = error.cause  # the user's exception, not Dagster's wrapper
-        if error is not None:
-            errors.append(f"{event.step_key}: {error.message.strip()[:300]}")
-    lines.extend(errors or [f"error: {context.failure_event.message}"])
+    lines.extend(step_errors(context.get_step_failure_events()) or [f"error: {context.failure_event.message}"])
     send(Alert(title="Billing run failed", lines=tuple(lines), run_url=run_url(run.run_id)))
