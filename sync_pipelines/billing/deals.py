@@ -42,15 +42,17 @@ class ProjectTerms:
         return self.discount_percent is not None or self.not_to_exceed is not None
 
 
-def _text(v: object) -> str | None:
+def cell_text(v: object) -> str | None:
+    """A frame cell as stripped text; missing (None, NA, NaN) or blank -> None."""
     if v is None or v is pd.NA or (isinstance(v, float) and v != v):
         return None
     s = str(v).strip()
     return s or None
 
 
-def _decimal(v: object) -> Decimal | None:
-    s = _text(v)
+def cell_decimal(v: object) -> Decimal | None:
+    """A frame cell as a finite Decimal (None when missing); anything else raises ValueError."""
+    s = cell_text(v)
     if s is None:
         return None
     try:
@@ -64,7 +66,7 @@ def _decimal(v: object) -> Decimal | None:
 
 def deal_date(value: object, tz: ZoneInfo) -> date | None:
     """A HubSpot date/datetime property as a date in the firm's time zone."""
-    s = _text(value)
+    s = cell_text(value)
     if s is None:
         return None
     if s.isdigit():  # epoch milliseconds
@@ -100,7 +102,7 @@ def project_terms(deals: pd.DataFrame | None, timezone: str) -> dict[int, Projec
         pid = int(rec["harvest_project_id"])
         t = out.setdefault(pid, ProjectTerms(pid))
         try:
-            rate = _decimal(rec.get("billing_hourly_rate"))
+            rate = cell_decimal(rec.get("billing_hourly_rate"))
             if rate is not None:
                 if rate < 0 or -rate.as_tuple().exponent > RATE_MAX_DECIMALS:  # type: ignore[operator]
                     raise ValueError(str(rate))
@@ -108,7 +110,7 @@ def project_terms(deals: pd.DataFrame | None, timezone: str) -> dict[int, Projec
         except ValueError as exc:
             t.problems.append(f"deal {deal_id} billing_hourly_rate {str(exc)!r} is not a valid rate")
         try:
-            pct = _decimal(rec.get("billing_discount_percent"))
+            pct = cell_decimal(rec.get("billing_discount_percent"))
             if pct is not None:
                 if not (0 <= pct <= 100):
                     raise ValueError(str(pct))
@@ -116,14 +118,14 @@ def project_terms(deals: pd.DataFrame | None, timezone: str) -> dict[int, Projec
         except ValueError as exc:
             t.problems.append(f"deal {deal_id} billing_discount_percent {str(exc)!r} is not a percent")
         try:
-            nte = _decimal(rec.get("billing_not_to_exceed"))
+            nte = cell_decimal(rec.get("billing_not_to_exceed"))
             if nte is not None:
                 if nte < 0:
                     raise ValueError(str(nte))
                 t.not_to_exceed, t.nte_deal = nte, deal_id
         except ValueError as exc:
             t.problems.append(f"deal {deal_id} billing_not_to_exceed {str(exc)!r} is not an amount")
-        po = _text(rec.get("po_number"))
+        po = cell_text(rec.get("po_number"))
         if po is not None:
             t.po_number = po
     # two deals with a rate from the same day: the later deal id wins (records are sorted)

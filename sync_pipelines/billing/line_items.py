@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,7 @@ import pandas as pd
 from sync_pipelines import money
 from sync_pipelines.billing import keys as keymod
 from sync_pipelines.billing.catalog import Catalog
-from sync_pipelines.billing.deals import deal_date
+from sync_pipelines.billing.deals import cell_decimal, cell_text, deal_date
 from sync_pipelines.billing.describe import MAX_DESCRIPTION, hours
 from sync_pipelines.billing.history import BillingHistory
 from sync_pipelines.billing.rules import ClientRules, RulesFile
@@ -40,22 +40,12 @@ def deal_group_key(deal_id: str) -> str:
     return f"{GROUP_PREFIX}{deal_id}"
 
 
-def _text(v: object) -> str | None:
-    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
-        return None
-    s = str(v).strip()
-    return s or None
-
-
 def _dec(v: object) -> Decimal | None:
-    s = _text(v)
-    if s is None:
-        return None
+    # A line item's price or quantity that is not a number holds the deal's invoice (caller).
     try:
-        d = Decimal(s)
-    except InvalidOperation:
+        return cell_decimal(v)
+    except ValueError:
         return None
-    return d if d.is_finite() else None
 
 
 def _group_of(invoice_key: str) -> str | None:
@@ -104,7 +94,7 @@ def price_line_items(
 
     items_of: dict[str, list[dict[str, Any]]] = {}
     for rec in line_items.to_dict("records"):
-        did = _text(rec.get("deal_id"))
+        did = cell_text(rec.get("deal_id"))
         if did is not None:
             items_of.setdefault(did, []).append(rec)
 
@@ -124,14 +114,14 @@ def price_line_items(
 
     qualifying: list[tuple[str, str, dict[str, Any], date]] = []
     for rec in deals.to_dict("records"):
-        did = _text(rec.get("deal_id"))
-        if did is None or _text(rec.get("dealstage")) != stage or did not in items_of:
+        did = cell_text(rec.get("deal_id"))
+        if did is None or cell_text(rec.get("dealstage")) != stage or did not in items_of:
             continue
         when = deal_date(rec.get("hs_lastmodifieddate"), tz)
         if when is None or not (start <= when <= end):
             continue
-        company = _text(rec.get("company_id"))
-        row = {"deal_id": did, "dealname": _text(rec.get("dealname")), "company_id": company,
+        company = cell_text(rec.get("company_id"))
+        row = {"deal_id": did, "dealname": cell_text(rec.get("dealname")), "company_id": company,
                "stage_date": when, "client_key": None, "status": None, "reason": None, "invoice_key": None}
         owners = by_company.get(company or "", [])
         if len(owners) != 1:
@@ -196,21 +186,21 @@ def _invoice(rules: RulesFile, period: str, start: date, end: date, catalog: Cat
             holds.append(problem)
 
     rows: list[dict[str, Any]] = []
-    items = sorted(items, key=lambda r: (_sort_id(_text(r.get("line_item_id"))), _text(r.get("line_item_id")) or ""))
+    items = sorted(items, key=lambda r: (_sort_id(cell_text(r.get("line_item_id"))), cell_text(r.get("line_item_id")) or ""))
     for n, li in enumerate(items, start=1):
-        li_id = _text(li.get("line_item_id")) or "?"
-        name = _text(li.get("name"))
-        sku = _text(li.get("sku"))
+        li_id = cell_text(li.get("line_item_id")) or "?"
+        name = cell_text(li.get("name"))
+        sku = cell_text(li.get("sku"))
         qty, price = _dec(li.get("quantity")), _dec(li.get("price"))
         priced = True
-        unreadable = name is None and sku is None and _text(li.get("price")) is None and _text(li.get("quantity")) is None
+        unreadable = name is None and sku is None and cell_text(li.get("price")) is None and cell_text(li.get("quantity")) is None
         if unreadable:
             holds.append(f"deal {did} line item {li_id} could not be read from HubSpot (see the rejected records)")
             priced = False
             qty, price = Decimal(0), Decimal(0)
         elif qty is None or price is None or qty < 0 or price < 0:
-            holds.append(f"deal {did} line item {li_id}: quantity {_text(li.get('quantity'))!r} / price "
-                         f"{_text(li.get('price'))!r} is not a non-negative number")
+            holds.append(f"deal {did} line item {li_id}: quantity {cell_text(li.get('quantity'))!r} / price "
+                         f"{cell_text(li.get('price'))!r} is not a non-negative number")
             priced = False
             qty, price = qty if qty is not None else Decimal(0), price if price is not None else Decimal(0)
         amount = money.quantize(qty * price, cur) if priced else Decimal(0).quantize(money.quantum(cur))
@@ -251,7 +241,7 @@ def _invoice(rules: RulesFile, period: str, start: date, end: date, catalog: Cat
     if total == 0 and not holds:
         return [], None
 
-    po = _text(deal.get("po_number"))
+    po = cell_text(deal.get("po_number"))
     pos = [po] if po else []
     memo = _memo(e.invoice.memo, pos, ck, e.qbo_customer, period, start, end)  # type: ignore[union-attr]
     zero = Decimal(0).quantize(money.quantum(cur))

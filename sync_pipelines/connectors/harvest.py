@@ -17,6 +17,7 @@ from pydantic import BaseModel, SecretStr
 
 from .harvest_models import Client, Project, TimeEntry
 from .http import (
+    ApiClient,
     ApiTransport,
     ApiValidationError,
     AuditSink,
@@ -55,7 +56,7 @@ def _iso_datetime(value: datetime | str) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class HarvestClient:
+class HarvestClient(ApiClient):
     """Read-only Harvest v2 client.
 
     ``base_url`` carries no version path (``https://api.harvestapp.com``; a trailing ``/v2`` is
@@ -106,14 +107,6 @@ class HarvestClient:
     def __repr__(self) -> str:
         return f"HarvestClient(base_url={self.base_url!r}, account_id={self.account_id!r})"
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> HarvestClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def _headers(self) -> dict[str, str]:
         return {

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from .hubspot_models import Company, Deal, DealLineItem, LineItem
 from .http import (
+    ApiClient,
     ApiTransport,
     ApiValidationError,
     AuditSink,
@@ -95,7 +96,7 @@ def _dt_ms(when: datetime) -> str:
     return str(int(when.timestamp() * 1000))
 
 
-class HubSpotClient:
+class HubSpotClient(ApiClient):
     """HubSpot CRM v3/v4 client with a private-app / service-key bearer token.
 
     ``api_version`` is the one place the path version lives (``"v3"`` today; date-based
@@ -161,14 +162,6 @@ class HubSpotClient:
     def __repr__(self) -> str:
         return f"HubSpotClient(base_url={self.base_url!r})"
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> HubSpotClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
@@ -379,67 +372,15 @@ class HubSpotClient:
         """Map deal id -> its company id (v4 associations; ``toObjectId`` numbers become strings).
 
         The primary company (association type 5) wins over the default deal->company type 341;
-        deals without a company are absent from the result. Uses the v4 batch read
-        (``POST /crm/v4/associations/deals/companies/batch/read``, 100 ids per call) and falls
-        back to one ``GET /crm/v4/objects/deals/{id}/associations/companies`` per deal when the
-        batch endpoint is not available (404/405) or a deal's associations span several pages.
+        deals without a company are absent from the result. Reads through :meth:`_association_links`.
         """
         ids = list(dict.fromkeys(str(d) for d in deal_ids))
         out: dict[str, str] = {}
-        pending: list[str] = []
-        if self._batch_associations:
-            for start in range(0, len(ids), ASSOC_BATCH):
-                chunk = ids[start:start + ASSOC_BATCH]
-                try:
-                    body = self._call("POST", "/crm/v4/associations/deals/companies/batch/read",
-                                      json_body={"inputs": [{"id": i} for i in chunk]})
-                except ApiValidationError as exc:
-                    if exc.status in (404, 405):
-                        self._batch_associations = False
-                        pending.extend(ids[start:])
-                        break
-                    raise
-                answered: set[str] = set()
-                for item in (body or {}).get("results") or []:
-                    if not isinstance(item, dict):
-                        continue
-                    from_id = str((item.get("from") or {}).get("id", ""))
-                    if not from_id:
-                        continue
-                    if isinstance(item.get("paging"), dict) and item["paging"].get("next"):
-                        continue  # more than one page of companies: read this deal on its own
-                    answered.add(from_id)
-                    company = pick_company([t for t in item.get("to") or [] if isinstance(t, dict)])
-                    if company is not None:
-                        out[from_id] = company
-                # ids in `errors` (no associations) are simply absent; unanswered ones are re-read
-                errored = _error_ids(body)
-                pending.extend(i for i in chunk if i not in answered and i not in errored)
-        else:
-            pending = ids
-        for deal_id in pending:
-            company = self._company_of(deal_id)
+        for deal_id, links in self._association_links("deals", "companies", ids).items():
+            company = pick_company([link for link in links if isinstance(link, dict)])
             if company is not None:
                 out[deal_id] = company
         return out
-
-    def _company_of(self, deal_id: str) -> str | None:
-        """Paginated: ``GET /crm/v4/objects/deals/{id}/associations/companies`` until no ``paging.next``."""
-        path = f"/crm/v4/objects/deals/{deal_id}/associations/companies"
-        after: str | None = None
-        links: list[dict[str, Any]] = []
-        while True:
-            params: dict[str, Any] = {"limit": 500}
-            if after is not None:
-                params["after"] = after
-            body = self._call("GET", path, params=params)
-            results = body.get("results") if isinstance(body, dict) else None
-            if isinstance(results, list):
-                links.extend(r for r in results if isinstance(r, dict))
-            after = _next_after(body)
-            if after is None:
-                break
-        return pick_company(links)
 
     # -- line items
     def deal_line_items(self, deal_ids: Iterable[str], properties: Sequence[str] | None = None) -> LineItemsResult:
@@ -482,18 +423,35 @@ class HubSpotClient:
         return result
 
     def _associated_ids(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, list[str]]:
-        """from id -> associated to ids (v4; batch read, else one paginated GET per id); ids without
-        any association are absent."""
+        """from id -> associated to ids, in id order; ids without any association are absent."""
         out: dict[str, list[str]] = {}
+        for from_id, links in self._association_links(from_type, to_type, ids).items():
+            targets = _target_ids(links)
+            if targets:
+                out[from_id] = targets
+        return out
+
+    def _association_links(self, from_type: str, to_type: str, ids: list[str]) -> dict[str, list[Any]]:
+        """from id -> its raw v4 association results (``toObjectId``, ``associationTypes``).
+
+        Uses the v4 batch read (``POST /crm/v4/associations/{from}/{to}/batch/read``, 100 ids per
+        call) and falls back to one paginated ``GET /crm/v4/objects/{from}/{id}/associations/{to}``
+        per id when the batch endpoint is not available (404/405, remembered for this client) or an
+        id's associations span several pages. Ids the batch names in ``errors`` (no associations)
+        are absent.
+        """
+        out: dict[str, list[Any]] = {}
         pending: list[str] = []
-        batch = self._batch_associations
-        for start in range(0, len(ids), ASSOC_BATCH) if batch else ():
+        if not self._batch_associations:
+            pending = list(ids)
+        for start in range(0, len(ids), ASSOC_BATCH) if self._batch_associations else ():
             chunk = ids[start:start + ASSOC_BATCH]
             try:
                 body = self._call("POST", f"/crm/v4/associations/{from_type}/{to_type}/batch/read",
                                   json_body={"inputs": [{"id": i} for i in chunk]})
             except ApiValidationError as exc:
                 if exc.status in (404, 405):
+                    self._batch_associations = False
                     pending.extend(ids[start:])
                     break
                 raise
@@ -503,39 +461,36 @@ class HubSpotClient:
                     continue
                 from_id = str((item.get("from") or {}).get("id", ""))
                 if not from_id or (isinstance(item.get("paging"), dict) and item["paging"].get("next")):
-                    continue
+                    continue  # more than one page: read this id on its own below
                 answered.add(from_id)
-                targets = _target_ids(item.get("to") or [])
-                if targets:
-                    out[from_id] = targets
+                out[from_id] = list(item.get("to") or [])
             errored = _error_ids(body)
             pending.extend(i for i in chunk if i not in answered and i not in errored)
-        if not batch:
-            pending = list(ids)
         for from_id in pending:
-            path = f"/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}"
-            after: str | None = None
-            links: list[Any] = []
-            seen: set[str] = set()
-            while True:
-                params: dict[str, Any] = {"limit": 500}
-                if after is not None:
-                    params["after"] = after
-                body = self._call("GET", path, params=params)
-                results = body.get("results") if isinstance(body, dict) else None
-                if isinstance(results, list):
-                    links.extend(results)
-                after = _next_after(body)
-                if after is None:
-                    break
-                if after in seen:
-                    raise ApiValidationError(SYSTEM, "GET", path, 200,
-                                             api_message="paging.next.after repeats a cursor (paging loop)")
-                seen.add(after)
-            targets = _target_ids(links)
-            if targets:
-                out[from_id] = targets
+            out[from_id] = self._links_of(from_type, to_type, from_id)
         return out
+
+    def _links_of(self, from_type: str, to_type: str, from_id: str) -> list[Any]:
+        """Paginated: ``GET /crm/v4/objects/{from}/{id}/associations/{to}`` until no ``paging.next``."""
+        path = f"/crm/v4/objects/{from_type}/{from_id}/associations/{to_type}"
+        after: str | None = None
+        links: list[Any] = []
+        seen: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"limit": 500}
+            if after is not None:
+                params["after"] = after
+            body = self._call("GET", path, params=params)
+            results = body.get("results") if isinstance(body, dict) else None
+            if isinstance(results, list):
+                links.extend(results)
+            after = _next_after(body)
+            if after is None:
+                return links
+            if after in seen:
+                raise ApiValidationError(SYSTEM, "GET", path, 200,
+                                         api_message="paging.next.after repeats a cursor (paging loop)")
+            seen.add(after)
 
 
 @dataclass

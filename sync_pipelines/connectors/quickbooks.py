@@ -28,6 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from .http import (
+    ApiClient,
     ApiAuthError,
     ApiError,
     ApiNotFound,
@@ -345,7 +346,7 @@ class QboOAuth:
 # The API client
 
 
-class QuickBooksClient:
+class QuickBooksClient(ApiClient):
     """QuickBooks Online Accounting API v3 for one realm.
 
     ``base_url`` carries no path (``https://quickbooks.api.intuit.com``). ``page_size`` (≤ 1000)
@@ -399,14 +400,6 @@ class QuickBooksClient:
     def __repr__(self) -> str:
         return f"QuickBooksClient(base_url={self.base_url!r}, realm_id={self.realm_id!r})"
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> QuickBooksClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     @property
     def _prefix(self) -> str:
