@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -205,6 +206,23 @@ def _open_ledger() -> Ledger:
     return ledger
 
 
+def _run_command(action: Callable[[Ledger], Any]) -> tuple[Any, int | None]:
+    """Run ``action`` on a fresh ledger; (result, None), or (None, exit status) after printing why."""
+    import sys
+
+    ledger = _open_ledger()
+    try:
+        return action(ledger), None
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 2
+    except QboReconnectRequired as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
+    finally:
+        ledger.dispose()
+
+
 def replay_main(key: str, *, release_claim: bool = False, out: Any = None) -> int:
     """``sync-pipelines ledger replay KEY``: 0 when the invoice is in QuickBooks and its
     write-backs are done, 1 otherwise (the message says why), 2 when the key cannot be replayed."""
@@ -214,21 +232,16 @@ def replay_main(key: str, *, release_claim: bool = False, out: Any = None) -> in
     from sync_pipelines.connectors.factory import harvest_from_env, hubspot_from_env, quickbooks_from_env
 
     out = out or sys.stdout
-    ledger = _open_ledger()
-    try:
+
+    def action(ledger: Ledger) -> Any:
         with quickbooks_from_env(ledger.tokens, audit=ledger) as qbo, hubspot_from_env(audit=ledger) as hubspot, \
                 harvest_from_env(audit=ledger) as harvest:
             inputs = writeback_inputs_from_apis(harvest, hubspot, config.rules_file())
-            result = replay(ledger, key, qbo=qbo, hubspot=hubspot, writeback_inputs=inputs,
-                            release_claim=release_claim)
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except QboReconnectRequired as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        ledger.dispose()
+            return replay(ledger, key, qbo=qbo, hubspot=hubspot, writeback_inputs=inputs, release_claim=release_claim)
+
+    result, status = _run_command(action)
+    if status is not None:
+        return status
     out.write(f"{key}: was {result.status_before}; now {result.outcome}"
               + (f" (QuickBooks Id {result.qbo_id})" if result.qbo_id else "") + "\n")
     if result.message:
@@ -247,18 +260,14 @@ def reissue_main(key: str, *, out: Any = None) -> int:
     from sync_pipelines.connectors.factory import quickbooks_from_env
 
     out = out or sys.stdout
-    ledger = _open_ledger()
-    try:
+
+    def action(ledger: Ledger) -> Any:
         with quickbooks_from_env(ledger.tokens, audit=ledger) as qbo:
-            result = reissue(ledger, key, qbo=qbo)
-    except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except QboReconnectRequired as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        ledger.dispose()
+            return reissue(ledger, key, qbo=qbo)
+
+    result, status = _run_command(action)
+    if status is not None:
+        return status
     print_run(result.run, out=out)
     if result.new_keys:
         out.write(f"{key} was voided; re-issued as {', '.join(result.new_keys)}\n")
