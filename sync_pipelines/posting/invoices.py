@@ -123,8 +123,6 @@ def post_drafts(
             payload={**draft.payload, "CustomerRef": customer_ref},
             project_totals=draft.project_totals, carry_forward_hours=draft.carry_forward_hours,
         )
-        if result.error_class == QboReconnectRequired.__name__:
-            raise QboReconnectRequired(draft.realm_id, "/oauth2/v1/tokens/bearer")
         outcome = _from_protocol(draft, result)
         if outcome.outcome == "drift":
             outcome = _with_drift(outcome, draft, ledger, {**draft.payload, "CustomerRef": customer_ref})

@@ -75,6 +75,19 @@ def _default_is_rejection(exc: Exception) -> bool:
     return isinstance(exc, ApiValidationError) and not isinstance(exc, ApiAuthError)
 
 
+def _disconnected(exc: Exception) -> bool:
+    from sync_pipelines.connectors.quickbooks import QboReconnectRequired
+
+    return isinstance(exc, QboReconnectRequired)
+
+
+def _stop_if_disconnected(exc: Exception) -> None:
+    # QuickBooks refused the refresh token: every further call fails the same way until an
+    # operator reconnects, so this is not one invoice's outcome; the caller stops the batch.
+    if _disconnected(exc):
+        raise exc
+
+
 def _fresh_request_id(key: str, attempt: int) -> str:
     from sync_pipelines.billing.keys import request_id
 
@@ -117,9 +130,10 @@ def post_invoice(
     carry_forward_hours: Decimal | None = None,
     is_rejection: Callable[[Exception], bool] | None = None,
 ) -> PostOutcome:
-    """Post one invoice draft exactly once (see the module docs). Never raises for API errors
-    (they become ``failed``/``held`` outcomes); raises ``LedgerConflict`` if QuickBooks turns
-    out to hold two invoices for the key, and ledger/database errors as they are."""
+    """Post one invoice draft exactly once (see the module docs). API errors become
+    ``failed``/``held`` outcomes, except ``QboReconnectRequired`` (recorded as failed, then
+    raised: nothing can be posted until the app is reconnected). Raises ``LedgerConflict`` if
+    QuickBooks turns out to hold two invoices for the key, and ledger/database errors as they are."""
     rejected = is_rejection or _default_is_rejection
     fields: dict[str, Any] = dict(
         realm_id=realm_id, client_key=client_key, period=period, group_key=group_key, generation=generation,
@@ -133,6 +147,7 @@ def post_invoice(
         try:
             found = qbo.find_invoice_by_doc_number(r.doc_number or doc_number)
         except Exception as exc:  # noqa: BLE001 - outage during the lookup: nothing changed
+            _stop_if_disconnected(exc)
             return PostOutcome(key, "failed", r, message=_message(exc), error_class=type(exc).__name__)
         if found is not None:
             posted = _record(ledger, key, found)
@@ -164,12 +179,16 @@ def post_invoice(
     try:
         created = qbo.create_invoice(body, r.request_id or request_id)
     except Exception as exc:  # noqa: BLE001 - every API failure is recorded, none is lost
+        if _disconnected(exc):
+            ledger.record_failed(key, _message(exc))
+            raise
         if rejected(exc):
             if str(getattr(exc, "code", "")) == "6140":  # duplicate DocNumber: our invoice exists
                 try:
                     found = qbo.find_invoice_by_doc_number(r.doc_number or doc_number)
                 except Exception as exc2:  # noqa: BLE001
                     ledger.record_failed(key, _message(exc2))
+                    _stop_if_disconnected(exc2)
                     return PostOutcome(key, "failed", r, message=_message(exc2), error_class=type(exc2).__name__)
                 if found is not None:
                     posted = _record(ledger, key, found)
