@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "bill":
-        from sync_pipelines.billing_runs import bill_month, print_run, run_summary_json
+        from sync_pipelines.commands.billing_runs import bill_month, print_run, run_summary_json
 
         if args.out is not None and not args.dry_run:
             print("error: --out goes with --dry-run", file=sys.stderr)
@@ -124,26 +124,26 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "ledger":
         if args.ledger_command == "replay":
-            from sync_pipelines.ledger_commands import replay_main
+            from sync_pipelines.commands.ledger_commands import replay_main
 
             return replay_main(args.key, release_claim=args.release_claim)
         if args.ledger_command == "reissue":
-            from sync_pipelines.ledger_commands import reissue_main
+            from sync_pipelines.commands.ledger_commands import reissue_main
 
             return reissue_main(args.key)
-        from sync_pipelines.ledger_status import print_status
+        from sync_pipelines.commands.ledger_status import print_status
 
         return print_status(month=args.month, client=args.client)
 
     if args.command == "demo":
-        from sync_pipelines.demo import run_demo
+        from sync_pipelines.commands.demo import run_demo
 
         return run_demo(args.dir, month=args.month, ui=args.ui, port=args.port)
     return 2
 
 
 def _previous_month() -> str:
-    from sync_pipelines.demo import previous_month
+    from sync_pipelines.commands.demo import previous_month
 
     return previous_month()
 

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from sync_pipelines import money
-from sync_pipelines.billing_runs import EXIT_HELD, EXIT_OK, bill_month
+from sync_pipelines.commands.billing_runs import EXIT_HELD, EXIT_OK, bill_month
 from sync_pipelines.cli import main
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.sandbox import SandboxServer, generate_fixture

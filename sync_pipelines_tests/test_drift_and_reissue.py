@@ -28,10 +28,10 @@ import httpx
 import pytest
 
 from sync_pipelines import money
-from sync_pipelines.billing_runs import EXIT_HELD, EXIT_OK, bill_month
+from sync_pipelines.commands.billing_runs import EXIT_HELD, EXIT_OK, bill_month
 from sync_pipelines.connectors.factory import quickbooks_from_env
 from sync_pipelines.ledger import Ledger
-from sync_pipelines.ledger_commands import CommandError, check_voided, reissue
+from sync_pipelines.commands.ledger_commands import CommandError, check_voided, reissue
 from sync_pipelines.posting.drift import CREDIT_MEMO, NONE, TRUE_UP, billed_hours, compare
 from sync_pipelines.sandbox import SandboxServer, generate_fixture
 from sync_pipelines_tests import _sandbox_month as sm
@@ -188,7 +188,7 @@ def _step_2_edited_time_is_reported_as_drift_with_a_credit_memo_never_reposted(w
     assert "drift" in report and "credit memo" in report
     assert ledger.get_invoice(target.key).status == "drift"
 
-    from sync_pipelines.ledger_status import print_status
+    from sync_pipelines.commands.ledger_status import print_status
 
     out = StringIO()
     print_status(month=PERIOD, out=out)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from sync_pipelines import money
-from sync_pipelines.billing_runs import EXIT_OK, BillingRun, bill_month
+from sync_pipelines.commands.billing_runs import EXIT_OK, BillingRun, bill_month
 from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.sandbox import SandboxServer, generate_fixture

@@ -16,7 +16,7 @@ from sync_pipelines import money
 from sync_pipelines.cli import main
 from sync_pipelines.connectors.factory import hubspot_from_env, quickbooks_from_env
 from sync_pipelines.ledger import Ledger
-from sync_pipelines.ledger_commands import CommandError, check_voided, replay
+from sync_pipelines.commands.ledger_commands import CommandError, check_voided, replay
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import post_drafts
 from sync_pipelines.posting.writeback import enqueue_writebacks

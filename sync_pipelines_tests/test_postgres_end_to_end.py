@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from sync_pipelines.billing_runs import EXIT_OK, bill_month
+from sync_pipelines.commands.billing_runs import EXIT_OK, bill_month
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.sandbox import SandboxServer, generate_fixture
 from sync_pipelines_tests.independent_totals import expected_invoices

@@ -25,7 +25,7 @@ def void_checked_in_quickbooks(
 ) -> None:
     """Confirms in QuickBooks that the invoice is voided or deleted and records it in the ledger;
     fails (and nothing is re-issued) while the invoice is still live there."""
-    from sync_pipelines.ledger_commands import CommandError, check_voided
+    from sync_pipelines.commands.ledger_commands import CommandError, check_voided
 
     try:
         with quickbooks.client() as client:

@@ -20,7 +20,7 @@ import yaml
 
 from sync_pipelines import money
 from sync_pipelines.billing.deals import project_terms
-from sync_pipelines.billing_runs import EXIT_HELD, bill_month
+from sync_pipelines.commands.billing_runs import EXIT_HELD, bill_month
 from sync_pipelines.cli import main
 from sync_pipelines.connectors.harvest import HarvestClient
 from sync_pipelines.connectors.http import InMemoryTokenStore, RetryPolicy

@@ -34,7 +34,7 @@ def previous_month(now: datetime | None = None, tz: str = DEMO_TIMEZONE) -> str:
 
 def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, port: int = 8765) -> int:
     from sync_pipelines import money
-    from sync_pipelines.billing_runs import bill_month, ensure_instance_home, print_run
+    from sync_pipelines.commands.billing_runs import bill_month, ensure_instance_home, print_run
     from sync_pipelines.sandbox import SandboxServer, generate_fixture
 
     directory = directory.resolve()
@@ -68,7 +68,7 @@ def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, por
             print("See the runs, lineage and the billing board in the Dagster UI: make ui  (http://127.0.0.1:3000)")
             return run.exit_code
         print("Starting the Dagster UI at http://127.0.0.1:3000 (Ctrl-C to stop)...")
-        repo_root = Path(__file__).resolve().parent.parent
+        repo_root = Path(__file__).resolve().parents[2]
         proc = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"],
             cwd=repo_root,

@@ -156,12 +156,12 @@ class ReissueResult:
 def reissue(ledger: Ledger, key: str, *, qbo: Any, bill: Any = None) -> ReissueResult:
     """Check the void, record it, and bill the client's month again (the next generation).
 
-    `bill(period, client)` runs the month (default: :func:`sync_pipelines.billing_runs.bill_month`
+    `bill(period, client)` runs the month (default: :func:`sync_pipelines.commands.billing_runs.bill_month`
     through the Dagster assets, so the run shows in the UI).
     """
     record = check_voided(ledger, key, qbo)
     if bill is None:
-        from sync_pipelines.billing_runs import bill_month
+        from sync_pipelines.commands.billing_runs import bill_month
 
         def bill(period: str, client: str) -> Any:
             return bill_month(period, client=client)
@@ -256,7 +256,7 @@ def reissue_main(key: str, *, out: Any = None) -> int:
     2 when the key cannot be re-issued (still live in QuickBooks, never posted, unknown)."""
     import sys
 
-    from sync_pipelines.billing_runs import print_run
+    from sync_pipelines.commands.billing_runs import print_run
     from sync_pipelines.connectors.factory import quickbooks_from_env
 
     out = out or sys.stdout
