@@ -1,0 +1,136 @@
+"""Running the receiver: `sync-pipelines webhooks serve` and :class:`ReceiverServer` (tests, `serve`)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from sync_pipelines.webhooks.app import create_app
+from sync_pipelines.webhooks.settings import ConfigError, ReceiverSettings
+
+log = logging.getLogger("sync_pipelines.webhooks")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before uvicorn starts, so a busy port is a clear error here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, log_level: str) -> uvicorn.Config:
+    # No access log: at a thousand requests a second it would cost more than the requests, and
+    # rejections are logged by the app itself (without signatures).
+    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                          backlog=1024)
+
+
+class ReceiverServer:
+    """The receiver on a real loopback socket, in a background thread (port 0 = a free port)."""
+
+    def __init__(self, settings: ReceiverSettings, ledger: Any, host: str = "127.0.0.1", port: int = 0,
+                 log_level: str = "warning", **app_kwargs: Any) -> None:
+        self.app = create_app(settings, ledger, **app_kwargs)
+        self.host = host
+        self._port = port
+        self.log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}"
+
+    @property
+    def receiver(self) -> Any:
+        return self.app.state.receiver
+
+    def start(self) -> "ReceiverServer":
+        self._sock = listen(self.host, self._port)
+        self._port = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(_uvicorn_config(self.app, self.log_level))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name=f"webhooks-{self._port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("webhook receiver failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> "ReceiverServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve_main(host: str, port: int, *, log_level: str = "info") -> int:
+    """`sync-pipelines webhooks serve`: the ledger from the environment, migrated, then uvicorn.
+
+    Bad configuration is a one-line message and exit status 2; never a traceback."""
+    from sync_pipelines.ledger import Ledger
+    from sync_pipelines.ledger.base import LedgerError, ledger_url_from_env
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ReceiverSettings.from_env()
+        url = ledger_url_from_env()
+    except (ConfigError, LedgerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ledger = Ledger(url)
+        ledger.migrate()
+    except Exception as exc:  # noqa: BLE001 - a clear line, not a traceback (the URL may hold a password)
+        print(f"error: cannot open the ledger ({type(exc).__name__}: {_first_line(exc)}); check SYNC_DATABASE_URL",
+              file=sys.stderr)
+        return 2
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    base = f"http://{host}:{sock.getsockname()[1]}"
+    print(f"Webhook receiver on {base}: POST /webhooks/hubspot, POST /webhooks/quickbooks, GET /healthz", flush=True)
+    print(f"  HubSpot secret: {'set' if settings.hubspot_client_secret else 'NOT SET (every request rejected)'}; "
+          f"Intuit verifier token: {'set' if settings.intuit_verifier_token else 'NOT SET (every request rejected)'}; "
+          f"public URL: {settings.public_url or '(the URL of each request)'}", flush=True)
+    server = uvicorn.Server(_uvicorn_config(create_app(settings, ledger), "warning" if log_level == "info" else log_level))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        ledger.dispose()
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
