@@ -7,7 +7,7 @@
     sync-pipelines ledger status [--month YYYY-MM] [--client KEY]
     sync-pipelines ledger replay KEY [--release-claim]
     sync-pipelines ledger reissue KEY
-    sync-pipelines demo [--dir .demo] [--ui]
+    sync-pipelines demo [--dir .demo] [--ui [--ui-port 3000]]
     sync-pipelines webhooks serve [--host 127.0.0.1 --port 8787]
     sync-pipelines serve [--sandbox] [--port 3000] [--webhooks-port 8787] [--dir .demo]
 
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--month", type=_month, default=None, help="default: the previous complete month")
     demo.add_argument("--ui", action="store_true", help="then keep the sandbox and the Dagster UI running")
     demo.add_argument("--port", type=int, default=8765, help="sandbox port")
+    demo.add_argument("--ui-port", type=_port, default=3000, help="with --ui: the Dagster UI's port")
 
     webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (HubSpot, QuickBooks)")
     webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from sync_pipelines.commands.demo import run_demo
 
-        return run_demo(args.dir, month=args.month, ui=args.ui, port=args.port)
+        return run_demo(args.dir, month=args.month, ui=args.ui, port=args.port, ui_port=args.ui_port)
 
     if args.command == "webhooks":
         from sync_pipelines.webhooks.server import serve_main as webhooks_serve_main
