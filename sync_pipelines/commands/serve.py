@@ -188,6 +188,8 @@ def serve_main(*, sandbox: bool, host: str, ui_port: int, webhooks_port: int, sa
             "hubspot_url": receiver_url + "/webhooks/hubspot", "quickbooks_url": receiver_url + "/webhooks/quickbooks"})
         r.raise_for_status()
 
+    # alerts from the daemon's sensors link to runs in this UI (README "Operating")
+    os.environ.setdefault("DAGSTER_WEBSERVER_URL", _url(host, ui_port))
     kids = children(host, ui_port, webhooks_port)
     env = dict(os.environ)
     try:

@@ -162,14 +162,21 @@ class Receiver:
 
     # -- endpoints -----------------------------------------------------------------------------
 
-    async def hubspot(self, request: Request) -> JSONResponse:
-        secret = self.settings.hubspot_client_secret
+    async def secret_and_body(self, source: str, secret: str | None, env_name: str,
+                              request: Request) -> tuple[str, bytes] | JSONResponse:
+        """The endpoint's secret and the raw body, or the rejection when either is missing."""
         if not secret:
-            return self.reject(ev.HUBSPOT, 401, "not_configured", f"{HUBSPOT_SECRET_ENV} is not set", request)
+            return self.reject(source, 401, "not_configured", f"{env_name} is not set", request)
         try:
-            body = await self.body(request)
+            return secret, await self.body(request)
         except _TooLarge:
-            return self.reject(ev.HUBSPOT, 413, "too_large", f"body over {self.settings.max_body_bytes} bytes", request)
+            return self.reject(source, 413, "too_large", f"body over {self.settings.max_body_bytes} bytes", request)
+
+    async def hubspot(self, request: Request) -> JSONResponse:
+        got = await self.secret_and_body(ev.HUBSPOT, self.settings.hubspot_client_secret, HUBSPOT_SECRET_ENV, request)
+        if isinstance(got, JSONResponse):
+            return got
+        secret, body = got
         h = request.headers
         signature, timestamp = h.get("x-hubspot-signature-v3"), h.get("x-hubspot-request-timestamp")
         now = self.clock_ms()
@@ -183,13 +190,11 @@ class Receiver:
         return await self.accept(ev.HUBSPOT, request, body, ev.parse_hubspot, bad_status=400)
 
     async def quickbooks(self, request: Request) -> JSONResponse:
-        token = self.settings.intuit_verifier_token
-        if not token:
-            return self.reject(ev.QUICKBOOKS, 401, "not_configured", f"{INTUIT_VERIFIER_ENV} is not set", request)
-        try:
-            body = await self.body(request)
-        except _TooLarge:
-            return self.reject(ev.QUICKBOOKS, 413, "too_large", f"body over {self.settings.max_body_bytes} bytes", request)
+        got = await self.secret_and_body(ev.QUICKBOOKS, self.settings.intuit_verifier_token, INTUIT_VERIFIER_ENV,
+                                         request)
+        if isinstance(got, JSONResponse):
+            return got
+        token, body = got
         verdict = verify_intuit(token, body=body, signature=request.headers.get("intuit-signature"))
         if not verdict.ok:
             return self.reject(ev.QUICKBOOKS, 401, verdict.reason or "forged", verdict.detail, request)

@@ -1,35 +1,18 @@
-"""Running the receiver: `sync-pipelines webhooks serve` and :class:`ReceiverServer` (tests, `serve`)."""
+"""Running the receiver: `sync-pipelines webhooks serve` (what `serve` starts) and :class:`ReceiverServer` (in a thread, for tests)."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import sys
-import threading
-import time
 from typing import Any
 
 import uvicorn
 
+from sync_pipelines.serving import UvicornOnSocket, listen_socket
 from sync_pipelines.webhooks.app import create_app
 from sync_pipelines.webhooks.settings import ConfigError, ReceiverSettings
 
 log = logging.getLogger("sync_pipelines.webhooks")
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket, bound before uvicorn starts, so a busy port is a clear error here."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _uvicorn_config(app: Any, log_level: str) -> uvicorn.Config:
@@ -45,44 +28,22 @@ class ReceiverServer:
     def __init__(self, settings: ReceiverSettings, ledger: Any, host: str = "127.0.0.1", port: int = 0,
                  log_level: str = "warning", **app_kwargs: Any) -> None:
         self.app = create_app(settings, ledger, **app_kwargs)
-        self.host = host
-        self._port = port
-        self.log_level = log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        self._uvicorn = UvicornOnSocket(lambda: _uvicorn_config(self.app, log_level), host, port, "webhooks")
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return self._uvicorn.base_url
 
     @property
     def receiver(self) -> Any:
         return self.app.state.receiver
 
     def start(self) -> "ReceiverServer":
-        self._sock = listen(self.host, self._port)
-        self._port = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(_uvicorn_config(self.app, self.log_level))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"webhooks-{self._port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("webhook receiver failed to start")
-            time.sleep(0.01)
+        self._uvicorn.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
+        self._uvicorn.stop()
 
     def __enter__(self) -> "ReceiverServer":
         return self.start()
@@ -113,7 +74,7 @@ def serve_main(host: str, port: int, *, log_level: str = "info") -> int:
               file=sys.stderr)
         return 2
     try:
-        sock = listen(host, port)
+        sock = listen_socket(host, port)
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
