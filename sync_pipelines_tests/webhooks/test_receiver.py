@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from sync_pipelines.webhooks.signatures import intuit_signature
 from sync_pipelines_tests.webhooks.conftest import (
     HUBSPOT_SECRET,
     INTUIT_TOKEN,
@@ -95,6 +96,13 @@ def test_wrong_content_type(client, ledger):
     r = client.post_quickbooks([cloudevent("ce-ct")], content_type="text/plain")
     assert r.status_code == 200 and r.json()["accepted"] == 0
     assert len(inbox(ledger, "quickbooks.quarantine")) == 1
+    # no Content-Type at all, or a +json one: the signed body is parsed as usual
+    body = json.dumps([cloudevent("ce-none")]).encode()
+    r = client.http.post("/webhooks/quickbooks", content=body, headers={"intuit-signature": intuit_signature(INTUIT_TOKEN, body)})
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    r = client.post_quickbooks([cloudevent("ce-batch")], content_type="application/cloudevents-batch+json")
+    assert r.json()["accepted"] == 1
+    assert [e for _, e, _ in inbox(ledger, "quickbooks")] == ["ce-none", "ce-batch"]
 
 
 def test_quickbooks_cloudevents_and_redelivery(client, ledger):
