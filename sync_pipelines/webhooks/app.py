@@ -127,7 +127,7 @@ class Receiver:
         # A declared non-JSON type is refused; a missing one is not (the signature already proves
         # who sent the body, and refusing would only quarantine real events).
         if ctype and ctype != "application/json" and not ctype.endswith("+json"):
-            parsed = ev.Parsed([], [ev.Rejected("body", f"Content-Type must be application/json, got {ctype or 'none'!r}",
+            parsed = ev.Parsed([], [ev.Rejected("body", f"Content-Type must be application/json, got {ctype!r}",
                                                 body.decode("utf-8", "backslashreplace"))])
         else:
             try:
