@@ -116,6 +116,8 @@ class InvoiceReadsMixin(LedgerMixinBase):
             drift_detected_at=row["drift_detected_at"], payload_json=row["payload"],
             drift_payload_json=row["drift_payload"], entries=entries,
             project_totals=_project_totals(row["project_totals"]), carry_forward_hours=_dec(row["carry_forward_hours"]),
+            voided_how=row["voided_how"], payment_status=row["payment_status"], amount_paid=_dec(row["amount_paid"]),
+            qbo_balance=_dec(row["qbo_balance"]), payment_sync_token=row["payment_sync_token"],
         )
 
     def get_invoice(self, key: str) -> InvoiceRecord | None:
