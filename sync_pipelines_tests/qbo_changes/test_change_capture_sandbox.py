@@ -164,7 +164,26 @@ def test_voids_and_payments_reach_the_ledger_and_the_deal_and_nothing_reaches_qu
     reads = [r.path for r in ledger.audit_records(limit=10_000, system="quickbooks")
              if r.id > mark and r.method == "GET" and r.path.endswith(f"/invoice/{voided.qbo_id}")]
     assert reads == []
-    assert ledger.get_invoice(out.new_keys[0]).status == "posted"
+    reissued = ledger.get_invoice(out.new_keys[0])
+    assert reissued.status == "posted"
+
+    # The re-issued invoice is then deleted in QuickBooks (by someone there, through its API).
+    with quickbooks_from_env(ledger.tokens, world.env) as qbo:
+        live = qbo.get_invoice(reissued.qbo_id)
+        qbo._request("POST", "/invoice", params={"operation": "delete"},
+                     json_body={"Id": reissued.qbo_id, "SyncToken": live["SyncToken"]})
+    import json
+
+    state = json.loads(tick.cursor)
+    state["next_poll"] = None  # CDC due now
+    tick = world.tick(json.dumps(state))
+    [request] = tick.run_requests
+    assert request.run_config["ops"]["record_changes_in_ledger"]["config"]["invoice_ids"] == [reissued.qbo_id]
+    before, mark = world.qbo_state(), _last_audit_id(ledger)
+    assert world.run(request).success
+    record = ledger.get_invoice(reissued.key)
+    assert record.status == "voided" and record.voided_how == "deleted"
+    assert world.qbo_state() == before and _writes_to_quickbooks(ledger, mark) == []
 
     # -- 2. a partial payment, as webhook events: duplicated and out of order -------------------
     total = ledger.get_invoice(paying.key).qbo_total_amt
@@ -204,8 +223,6 @@ def test_voids_and_payments_reach_the_ledger_and_the_deal_and_nothing_reaches_qu
     world.action("record_payment", invoice_id=paying.qbo_id)
     before = world.qbo_state()
     mark = _last_audit_id(ledger)
-    import json
-
     state = json.loads(tick.cursor)
     state["next_poll"] = None  # CDC due now
     tick = world.tick(json.dumps(state))
@@ -225,7 +242,7 @@ def test_voids_and_payments_reach_the_ledger_and_the_deal_and_nothing_reaches_qu
     text = StringIO()
     print_status(month=PERIOD, out=text)
     assert f"paid: {total} {paying.currency} received" in text.getvalue()
-    assert "voided: 1" in text.getvalue()
+    assert "voided: 2" in text.getvalue() and "deleted in QuickBooks" in text.getvalue()
 
 
 def test_a_refused_token_during_change_capture_alerts_once_with_the_realm(world: World, slack_webhook) -> None:

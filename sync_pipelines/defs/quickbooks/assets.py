@@ -146,8 +146,13 @@ def qbo_invoices(
         # now: come back shortly and find it posted. If the claim belongs to a crashed run, the
         # retries run out and the step fails; it resumes after the claim expires, or at once with
         # `sync-pipelines ledger replay KEY --release-claim`.
-        context.log.info("another run is posting " + ", ".join(o.key for o in busy) + "; retrying shortly")
-        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10)
+        why = "another run is posting " + ", ".join(o.key for o in busy) + " (it holds the ledger claim)"
+        context.log.info(why + "; retrying shortly")
+        # The cause is kept so that, once the retries run out, the failure (and its alert) says
+        # why rather than only "Exceeded max_retries".
+        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10) from RuntimeError(
+            why + "; if that run crashed, `sync-pipelines ledger replay KEY --release-claim`"
+        )
     return dg.Output(
         frame,
         metadata={
