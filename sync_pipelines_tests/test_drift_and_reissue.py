@@ -33,7 +33,7 @@ from sync_pipelines.connectors.factory import quickbooks_from_env
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.commands.ledger_commands import CommandError, check_voided, reissue
 from sync_pipelines.posting.drift import CREDIT_MEMO, NONE, TRUE_UP, billed_hours, compare
-from sync_pipelines.sandbox import SandboxServer, generate_fixture
+from sync_pipelines.sandbox import SandboxServer
 from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
@@ -111,30 +111,10 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("reissue")
-    fixture, rules_yaml = generate_fixture(clients=3, entries=60, seed=21, month=PERIOD)
-    rules_path = tmp / "billing_rules.yaml"
-    rules_path.write_text(rules_yaml)
-    home = tmp / "home"
-    home.mkdir()
-    saved = dict(os.environ)
-    # Tokens do not rotate so that the test can read QuickBooks with its own client.
-    with SandboxServer(fixture, rate_limits=None, rotate_refresh_tokens="never") as sb:
-        os.environ.update(sb.env())
-        os.environ.update({"SYNC_RULES_FILE": str(rules_path), "DAGSTER_HOME": str(home)})
-        for name in ("SYNC_DATABASE_URL", "SYNC_OUTPUT_DIR", "SLACK_WEBHOOK_URL"):
-            os.environ.pop(name, None)
-        try:
-            from sync_pipelines.definitions import defs
-
-            with dg.instance_for_test(temp_dir=str(home)) as instance:
-                w = World(sb, fixture, rules_yaml, home, instance, defs(), sb.env())
-                first = w.bill()
-                assert first.exit_code == EXIT_OK, [c.error for c in first.clients]
-                yield w
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    with sm.billed_month(tmp_path_factory.mktemp("reissue"), PERIOD) as month:
+        assert month.first_run.exit_code == EXIT_OK, [c.error for c in month.first_run.clients]
+        yield World(month.sb, month.fixture, month.rules_yaml, month.home, month.instance, month.definitions,
+                    month.env)
 
 
 def _deals_of(w: World, ledger: Ledger, key: str) -> dict[str, dict[str, Any]]:

@@ -32,6 +32,10 @@ from sync_pipelines.qbo_changes.detect import LIVE
 log = logging.getLogger(__name__)
 
 
+#: Columns of :meth:`RecordedChange.as_row` (the run's "changes" table in the UI).
+CHANGE_COLUMNS = ["key", "qbo_id", "change", "client", "period", "amount_paid", "currency", "deals"]
+
+
 @dataclass(frozen=True)
 class RecordedChange:
     key: str

@@ -30,7 +30,8 @@ from sync_pipelines.commands.billing_runs import EXIT_OK, bill_month
 from sync_pipelines.commands.ledger_commands import reissue
 from sync_pipelines.connectors.factory import hubspot_from_env, quickbooks_from_env
 from sync_pipelines.ledger import Ledger
-from sync_pipelines.sandbox import SandboxServer, generate_fixture
+from sync_pipelines.sandbox import SandboxServer
+from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
 
@@ -73,29 +74,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("qbo_changes")
-    fixture, rules_yaml = generate_fixture(clients=3, entries=60, seed=21, month=PERIOD)
-    rules_path = tmp / "billing_rules.yaml"
-    rules_path.write_text(rules_yaml)
-    home = tmp / "home"
-    home.mkdir()
-    saved = dict(os.environ)
-    with SandboxServer(fixture, rate_limits=None, rotate_refresh_tokens="never") as sb:
-        os.environ.update(sb.env())
-        os.environ.update({"SYNC_RULES_FILE": str(rules_path), "DAGSTER_HOME": str(home)})
-        for name in ("SYNC_DATABASE_URL", "SYNC_OUTPUT_DIR", "SLACK_WEBHOOK_URL", "DAGSTER_WEBSERVER_URL"):
-            os.environ.pop(name, None)
-        try:
-            from sync_pipelines.definitions import defs
-
-            with dg.instance_for_test(temp_dir=str(home)) as instance:
-                w = World(sb, home, instance, defs(), sb.env())
-                first = bill_month(PERIOD, instance=instance, definitions=w.definitions)
-                assert first.exit_code == EXIT_OK, [c.error for c in first.clients]
-                yield w
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    with sm.billed_month(tmp_path_factory.mktemp("qbo_changes"), PERIOD) as month:
+        assert month.first_run.exit_code == EXIT_OK, [c.error for c in month.first_run.clients]
+        yield World(month.sb, month.home, month.instance, month.definitions, month.env)
 
 
 def _writes_to_quickbooks(ledger: Ledger, after_id: int) -> list[str]:

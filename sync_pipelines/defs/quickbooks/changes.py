@@ -14,7 +14,7 @@ from sync_pipelines.connectors.http import ApiError
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired
 from sync_pipelines.defs.resources import HubSpotResource, LedgerResource, QuickBooksResource
 from sync_pipelines.qbo_changes.detect import Detection, drain_inbox, poll_cdc
-from sync_pipelines.qbo_changes.record import record_changes
+from sync_pipelines.qbo_changes.record import CHANGE_COLUMNS, record_changes
 
 #: CDC is read this often (the inbox every tick): webhooks are the fast path, CDC the catch-up.
 CDC_POLL_MINUTES = 15
@@ -71,8 +71,7 @@ def record_changes_in_ledger(
     for problem in report.problems:
         context.log.warning(problem)
     rows = [c.as_row() for c in report.recorded]
-    frame = pd.DataFrame(rows, columns=["key", "qbo_id", "change", "client", "period", "amount_paid", "currency",
-                                        "deals"])
+    frame = pd.DataFrame(rows, columns=CHANGE_COLUMNS)
     failed = report.failed_writebacks
     if failed:
         raise dg.Failure(
