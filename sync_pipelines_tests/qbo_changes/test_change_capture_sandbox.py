@@ -13,12 +13,11 @@ A month is billed first (through the Dagster assets, as `sync-pipelines bill` do
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -30,23 +29,12 @@ from sync_pipelines.commands.billing_runs import EXIT_OK, bill_month
 from sync_pipelines.commands.ledger_commands import reissue
 from sync_pipelines.connectors.factory import hubspot_from_env, quickbooks_from_env
 from sync_pipelines.ledger import Ledger
-from sync_pipelines.sandbox import SandboxServer
 from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
 
 
-@dataclass
-class World:
-    sb: SandboxServer
-    home: Path
-    instance: dg.DagsterInstance
-    definitions: dg.Definitions
-    env: dict[str, str]
-
-    def ledger(self) -> Ledger:
-        return Ledger(f"sqlite:///{self.home / 'sync_ledger.db'}")
-
+class World(sm.BilledMonth):
     def tick(self, cursor: str | None) -> Any:
         sensor = self.definitions.resolve_sensor_def("quickbooks_changes")
         from sync_pipelines.defs.resources import build_resources
@@ -76,7 +64,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with sm.billed_month(tmp_path_factory.mktemp("qbo_changes"), PERIOD) as month:
         assert month.first_run.exit_code == EXIT_OK, [c.error for c in month.first_run.clients]
-        yield World(month.sb, month.home, month.instance, month.definitions, month.env)
+        yield World(**vars(month))
 
 
 def _writes_to_quickbooks(ledger: Ledger, after_id: int) -> list[str]:
@@ -153,8 +141,6 @@ def test_voids_and_payments_reach_the_ledger_and_the_deal_and_nothing_reaches_qu
         live = qbo.get_invoice(reissued.qbo_id)
         qbo._request("POST", "/invoice", params={"operation": "delete"},
                      json_body={"Id": reissued.qbo_id, "SyncToken": live["SyncToken"]})
-    import json
-
     state = json.loads(tick.cursor)
     state["next_poll"] = None  # CDC due now
     tick = world.tick(json.dumps(state))
@@ -241,8 +227,6 @@ def test_a_refused_token_during_change_capture_alerts_once_with_the_realm(world:
         assert f"realm {realm}" in text and "invalid_grant" in text and "QBO_REFRESH_TOKEN" in text
         for secret in (world.env["QBO_CLIENT_SECRET"], world.env["QBO_REFRESH_TOKEN"], url):
             assert secret not in text
-        import json
-
         assert json.loads(second.cursor).get("cdc", {}) == {}  # the feed position did not move
     finally:
         os.environ.pop("SLACK_WEBHOOK_URL", None)
