@@ -36,7 +36,7 @@ from sync_pipelines.ledger.types import InvoiceRecord
 log = logging.getLogger(__name__)
 
 #: Deal properties written back (custom properties; created on first use when missing).
-#: ``amount_paid`` is sent once QuickBooks reports a payment (posting/payments.py).
+#: ``amount_paid`` is sent once QuickBooks reports a payment (qbo_changes/record.py).
 PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status", "amount_paid")
 #: The HubSpot deal stage id meaning "ready for billing" (the fallback target, see module docs).
 READY_FOR_BILLING_STAGE = "ready_for_billing"  # used when the rules configure no stage

@@ -1,8 +1,7 @@
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines import money
-from sync_pipelines import alert_messages
+from sync_pipelines import alert_messages, money
 from sync_pipelines.alerts import send
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
