@@ -137,6 +137,7 @@ class CdcPoll:
     gap: tuple[str, str] | None = None  # (old cursor, restart) when the cursor was past 30 days
     overflow: bool = False
     reads: int = 0
+    complete: bool = True  # False: more changes wait beyond max_reads responses (read again soon)
 
 
 def poll_cdc(
@@ -160,11 +161,13 @@ def poll_cdc(
     gap: tuple[str, str] | None = None
     overflow = False
     reads = 0
+    complete = True
     for entity in classify.WATCHED_ENTITIES:
         begin = windows.window_start(windows.parse_time(cursor.get(entity)), now())
         if begin.gap_from is not None and gap is None:
             gap = (begin.gap_from.isoformat(), begin.start.isoformat())
-        start = begin.start
+        # Whole seconds, as Intuit's examples write changedSince; flooring only widens the window.
+        start = begin.start.replace(microsecond=0)
         for _ in range(max_reads):
             requested_at = now()
             records = qbo.cdc([entity], start).get(entity, [])
@@ -172,11 +175,13 @@ def poll_cdc(
             _add_cdc_records(ledger, realm_id, entity, records, detection)
             outcome = windows.after_read(start, requested_at, records, cap)
             overflow = overflow or outcome.overflow
-            start = outcome.next_start
+            start = outcome.next_start.replace(microsecond=0)
             new_cursor[entity] = start.isoformat()
             if outcome.complete:
                 break
-    return CdcPoll(new_cursor, gap, overflow, reads)
+        else:
+            complete = False
+    return CdcPoll(new_cursor, gap, overflow, reads, complete)
 
 
 def _add_cdc_records(

@@ -132,3 +132,16 @@ def test_the_inbox_keeps_only_our_live_invoices_and_payments(ledger: Ledger) -> 
     drain_inbox(ledger, more, realms=[REALM])
     assert more.change_sets[REALM].run_key() != cs.run_key()
     assert ledger.get_invoice(key).status == "posted"  # detection records nothing
+
+
+def test_a_backlog_longer_than_one_ticks_reads_continues_from_where_it_stopped(ledger: Ledger) -> None:
+    start = NOW - timedelta(days=1)
+    rows = [invoice_row(5000 + i, start + timedelta(seconds=10 * i)) for i in range(3500)]
+    feed = CdcFeed(rows)
+    cursor = {"Invoice": start.isoformat(), "Payment": NOW.isoformat()}
+    first = poll_cdc(ledger, feed, REALM, cursor, Detection(), now=lambda: NOW, max_reads=2)
+    assert not first.complete
+    # two full reads: rows 0-999, then 999-1998 (the boundary record is read again)
+    assert windows.parse_time(first.cursor["Invoice"]) == start + timedelta(seconds=10 * 1998)
+    second = poll_cdc(ledger, feed, REALM, first.cursor, Detection(), now=lambda: NOW, max_reads=2)
+    assert second.complete and windows.parse_time(second.cursor["Invoice"]) == NOW - windows.OVERLAP

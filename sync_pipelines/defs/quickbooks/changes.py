@@ -147,7 +147,8 @@ def quickbooks_changes(
                 "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))
         else:
             state.cdc[realm] = polled.cursor
-            state.next_poll = (now + timedelta(minutes=CDC_POLL_MINUTES)).isoformat()
+            # A backlog longer than one tick's reads continues on the next tick, not in 15 minutes.
+            state.next_poll = (now + timedelta(minutes=CDC_POLL_MINUTES if polled.complete else 0)).isoformat()
             state.failing = None
             if polled.gap is not None:
                 send(alert_messages.change_capture_gap(realm, *polled.gap))
