@@ -136,6 +136,19 @@ class InvoiceReadsMixin(LedgerMixinBase):
             )
         return self._record(row, entries)
 
+    def invoices_by_qbo_id(self, realm_id: str, qbo_ids: Iterable[str]) -> dict[str, InvoiceRecord]:
+        """The invoices of `realm_id` recorded with one of `qbo_ids`, by QuickBooks Id (entries not
+        loaded): one query per 500 ids, for change capture's thousands of lookups per tick."""
+        ids = sorted({str(i) for i in qbo_ids})
+        out: dict[str, InvoiceRecord] = {}
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                q = (sa.select(invoices).where(invoices.c.realm_id == realm_id, invoices.c.qbo_id.in_(list(chunk)))
+                     .order_by(invoices.c.generation))
+                for row in conn.execute(q).mappings():
+                    out[str(row["qbo_id"])] = self._record(row)
+        return out
+
     def status(
         self, period: str | None = None, client: str | None = None, *, realm_id: str | None = None,
         statuses: Sequence[str] | None = None,

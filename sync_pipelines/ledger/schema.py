@@ -119,6 +119,7 @@ invoices = sa.Table(
 )
 sa.Index("ix_sync_invoices_period_client", invoices.c.period, invoices.c.client_key)
 sa.Index("ix_sync_invoices_status", invoices.c.status)
+sa.Index("ix_sync_invoices_realm_qbo_id", invoices.c.realm_id, invoices.c.qbo_id)  # revision 0005
 
 invoice_entries = sa.Table(
     "sync_invoice_entries",

@@ -88,22 +88,27 @@ def drain_inbox(
     ledger: Ledger, detection: Detection, *, realms: Sequence[str], limit: int = 500,
 ) -> None:
     """Turn pending QuickBooks inbox events into change sets (ids only: the run reads the state)."""
+    changes: list[tuple[int, EntityChange]] = []
     for event in ledger.inbox_pending(limit=limit, source="quickbooks"):
-        where = f"inbox event {event.id} ({event.event_id})"
         try:
-            change = classify.inbox_change(event.payload(), where=where)
+            changes.append((event.id, classify.inbox_change(event.payload(), where=f"inbox event {event.id} "
+                                                                                  f"({event.event_id})")))
         except (ChangeError, ValueError) as exc:
             detection.unreadable.append(str(exc))
             detection.done_inbox_ids.append(event.id)
-            continue
+    known = {
+        realm: ledger.invoices_by_qbo_id(realm, {c.entity_id for _, c in changes
+                                                 if c.realm_id == realm and c.entity == "Invoice"})
+        for realm in {c.realm_id for _, c in changes if c.realm_id in realms}
+    }
+    for event_id, change in changes:
         if change.realm_id not in realms:
             # Not a company this code location connects to: CDC of that company catches up once
             # it is connected; the event stays in the inbox table, marked processed.
             detection.not_ours += 1
-            detection.done_inbox_ids.append(event.id)
-            continue
-        if change.entity == "Invoice":
-            record = ledger.find_by_qbo_id(change.realm_id, change.entity_id)
+            detection.done_inbox_ids.append(event_id)
+        elif change.entity == "Invoice":
+            record = known[change.realm_id].get(change.entity_id)
             if record is None:
                 detection.not_ours += 1
             elif record.status not in LIVE:
@@ -112,19 +117,19 @@ def drain_inbox(
                 cs = detection.change_set(change.realm_id)
                 cs.invoice_ids.add(change.entity_id)
                 cs.versions.add(_version(change))
-                cs.inbox_ids.add(event.id)
+                cs.inbox_ids.add(event_id)
                 continue
-            detection.done_inbox_ids.append(event.id)
+            detection.done_inbox_ids.append(event_id)
         elif change.entity == "Payment" and not change.deleted:
             cs = detection.change_set(change.realm_id)
             cs.payment_ids.add(change.entity_id)
             cs.versions.add(_version(change))
-            cs.inbox_ids.add(event.id)
+            cs.inbox_ids.add(event_id)
         else:
             # Other entities, and deleted payments (they cannot be read any more; the invoices'
             # new balances come through CDC).
             detection.not_ours += 1
-            detection.done_inbox_ids.append(event.id)
+            detection.done_inbox_ids.append(event_id)
 
 
 def _version(change: EntityChange) -> str:
@@ -187,41 +192,41 @@ def poll_cdc(
 def _add_cdc_records(
     ledger: Ledger, realm_id: str, entity: str, records: Sequence[dict[str, Any]], detection: Detection,
 ) -> None:
+    # Classify the whole response first, then look all its invoices up in the ledger at once.
+    states: list[InvoiceState] = []
+    paid_by: list[tuple[str, str]] = []  # (invoice id, version of the payment)
     for record in records:
         try:
             if entity == "Invoice":
-                state = classify.invoice_state(record, where="CDC Invoice")
-                _add_invoice(ledger, realm_id, state, f"Invoice:{state.qbo_id}:{state.version}", detection)
+                states.append(classify.invoice_state(record, where="CDC Invoice"))
             elif classify.is_deleted(record):
                 detection.not_ours += 1  # a deleted payment: its invoices' CDC rows carry the new balances
             else:
                 change = classify.cdc_change(realm_id, entity, record)
                 for invoice_id in classify.payment_invoice_ids(record, where="CDC Payment"):
-                    _add_invoice_id(ledger, realm_id, invoice_id, f"Payment:{change.entity_id}:{change.version}",
-                                    detection)
+                    paid_by.append((invoice_id, f"Payment:{change.entity_id}:{change.version}:Invoice:{invoice_id}"))
         except ChangeError as exc:
             detection.unreadable.append(str(exc))
+    known = ledger.invoices_by_qbo_id(realm_id, [s.qbo_id for s in states] + [i for i, _ in paid_by])
+    for state in states:
+        record = known.get(state.qbo_id)
+        if record is None:
+            detection.not_ours += 1
+        elif not needs_recording(record, state):
+            detection.already_known += 1
+        else:
+            _add(detection, realm_id, state.qbo_id, f"Invoice:{state.qbo_id}:{state.version}")
+    for invoice_id, version in paid_by:
+        record = known.get(invoice_id)
+        if record is None:
+            detection.not_ours += 1
+        elif record.status not in LIVE:
+            detection.already_known += 1
+        else:
+            _add(detection, realm_id, invoice_id, version)
 
 
-def _add_invoice(ledger: Ledger, realm_id: str, state: InvoiceState, version: str, detection: Detection) -> None:
-    record = ledger.find_by_qbo_id(realm_id, state.qbo_id)
-    if record is None:
-        detection.not_ours += 1
-    elif not needs_recording(record, state):
-        detection.already_known += 1
-    else:
-        cs = detection.change_set(realm_id)
-        cs.invoice_ids.add(state.qbo_id)
-        cs.versions.add(version)
-
-
-def _add_invoice_id(ledger: Ledger, realm_id: str, invoice_id: str, version: str, detection: Detection) -> None:
-    record = ledger.find_by_qbo_id(realm_id, invoice_id)
-    if record is None:
-        detection.not_ours += 1
-    elif record.status not in LIVE:
-        detection.already_known += 1
-    else:
-        cs = detection.change_set(realm_id)
-        cs.invoice_ids.add(invoice_id)
-        cs.versions.add(f"{version}:Invoice:{invoice_id}")
+def _add(detection: Detection, realm_id: str, invoice_id: str, version: str) -> None:
+    cs = detection.change_set(realm_id)
+    cs.invoice_ids.add(invoice_id)
+    cs.versions.add(version)

@@ -116,13 +116,8 @@ def record_changes(
     updates stay queued for the next run."""
     report = RecordReport()
     wanted = set(invoice_ids) | invoices_of_payments(qbo, payment_ids, report)
-    ours = {}
-    for invoice_id in wanted:
-        record = ledger.find_by_qbo_id(realm_id, invoice_id)
-        if record is None:
-            report.not_ours += 1
-        else:
-            ours[invoice_id] = record
+    ours = ledger.invoices_by_qbo_id(realm_id, wanted)
+    report.not_ours += len(wanted - set(ours))
     states = invoice_states(qbo, ours, report)
     for invoice_id, state in sorted(states.items()):
         record = ours[invoice_id]
