@@ -23,6 +23,7 @@ from sync_pipelines.alerts import Alert, automation_url, run_url
 
 #: At most this many invoices are listed in one alert (the run page has the rest).
 MAX_LISTED = 20
+SENSOR_LINK = "Open the sensors' ticks in Dagster"
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,11 @@ def token_refused(
         "connect page or the Intuit OAuth playground); 2) put the new refresh token in QBO_REFRESH_TOKEN in "
         "the code location's environment; 3) re-run the failed run (or the client's month).",
     ]
-    return Alert(title=f"QuickBooks must be reconnected: {who}", lines=tuple(lines),
-                 run_url=run_url(run_id) if run_id else None)
+    # From a sensor tick there is no run: link to the sensors' ticks instead.
+    if run_id:
+        return Alert(title=f"QuickBooks must be reconnected: {who}", lines=tuple(lines), run_url=run_url(run_id))
+    return Alert(title=f"QuickBooks must be reconnected: {who}", lines=tuple(lines), run_url=automation_url(),
+                 link_text=SENSOR_LINK)
 
 
 def _error_text(error: BaseException | str, limit: int = 300) -> str:
@@ -147,7 +151,8 @@ def trigger_failed(
         lines.append(f"failing since {since}")
     lines.append("Its cursor did not move: once the API answers, the next tick catches up. "
                  "The sensor's ticks are in the UI (Automation).")
-    return Alert(title=f"Trigger failed: {sensor}", lines=tuple(lines), run_url=automation_url())
+    return Alert(title=f"Trigger failed: {sensor}", lines=tuple(lines), run_url=automation_url(),
+                 link_text=SENSOR_LINK)
 
 
 def change_capture_gap(realm_id: str, cursor: str, start: str) -> Alert:
@@ -162,4 +167,5 @@ def change_capture_gap(realm_id: str, cursor: str, start: str) -> Alert:
             "`sync-pipelines ledger reissue KEY` (it asks QuickBooks when the ledger does not know).",
         ),
         run_url=automation_url(),
+        link_text=SENSOR_LINK,
     )

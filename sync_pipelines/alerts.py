@@ -23,10 +23,11 @@ class Alert:
     title: str
     lines: tuple[str, ...] = ()
     run_url: str | None = None
+    link_text: str = "Open the run in Dagster"
 
     def text(self) -> str:
         body = "\n".join(f"• {line}" for line in self.lines)
-        link = f"\n<{self.run_url}|Open the run in Dagster>" if self.run_url else ""
+        link = f"\n<{self.run_url}|{self.link_text}>" if self.run_url else ""
         return f"*{self.title}*" + (f"\n{body}" if body else "") + link
 
 

@@ -91,7 +91,7 @@ def test_a_trigger_failure_alert_names_the_sensor_the_deal_and_the_error(channel
                                                  keys=[DEAL_KEY]))
     assert "Trigger failed: hubspot_ready_deals" in text and "could not reach HubSpot" in text
     assert "ApiUnavailable" in text and "deal 8805" in text and DEAL_KEY in text
-    assert f"{UI}/automation" in text
+    assert f"<{UI}/automation|Open the sensors' ticks in Dagster>" in text
 
 
 def test_a_change_capture_gap_alert_gives_both_times(channel) -> None:
