@@ -118,12 +118,11 @@ def record_changes(
     wanted = set(invoice_ids) | invoices_of_payments(qbo, payment_ids, report)
     ours = ledger.invoices_by_qbo_id(realm_id, wanted)
     report.not_ours += len(wanted - set(ours))
-    states = invoice_states(qbo, ours, report)
+    live = {i: r for i, r in ours.items() if r.status in LIVE}
+    report.unchanged += len(ours) - len(live)  # voided stays voided: no need to ask QuickBooks
+    states = invoice_states(qbo, live, report)
     for invoice_id, state in sorted(states.items()):
-        record = ours[invoice_id]
-        if record.status not in LIVE:
-            report.unchanged += 1
-            continue
+        record = live[invoice_id]
         if state.kind in (classify.VOIDED, classify.DELETED):
             if ledger.record_voided(record.key, deleted=state.kind == classify.DELETED):
                 report.recorded.append(RecordedChange(record.key, invoice_id, state.kind, record.client_key,

@@ -73,6 +73,12 @@ def _writes_to_quickbooks(ledger: Ledger, after_id: int) -> list[str]:
     return [f"{r.method} {r.path}" for r in rows if r.method != "GET" and not r.path.endswith("/query")]
 
 
+def _recorded(result: Any) -> int:
+    """The run's "recorded" count (metadata of the op's output, as the UI shows it)."""
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    return output.event_specific_data.metadata["recorded"].value
+
+
 def _last_audit_id(ledger: Ledger) -> int:
     rows = ledger.audit_records(limit=1)
     return rows[0].id if rows else 0
@@ -174,7 +180,9 @@ def test_voids_and_payments_reach_the_ledger_and_the_deal_and_nothing_reaches_qu
     config = request.run_config["ops"]["record_changes_in_ledger"]["config"]
     assert config["invoice_ids"] == [paying.qbo_id] and config["payment_ids"] == [payment_id]
     assert len(config["inbox_ids"]) == 4
-    assert world.run(request).success
+    result = world.run(request)
+    assert result.success
+    assert _recorded(result) == 1  # five deliveries of one change: one recorded change
     record = ledger.get_invoice(paying.key)
     assert (record.status, record.payment_status, record.amount_paid) == ("posted", "partially_paid", part)
     assert record.qbo_balance == total - part
