@@ -10,7 +10,6 @@ its payload stay in the inbox table). The events a run answers are marked by tha
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +20,6 @@ from sync_pipelines.ledger import Ledger
 from sync_pipelines.ledger.types import InvoiceRecord
 from sync_pipelines.qbo_changes import classify, windows
 from sync_pipelines.qbo_changes.classify import ChangeError, EntityChange, InvoiceState
-
-log = logging.getLogger(__name__)
 
 #: Ledger statuses of an invoice that exists in QuickBooks (a change to it matters).
 LIVE = ("posted", "drift")

@@ -17,7 +17,6 @@ from the CRM back into it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +27,6 @@ from sync_pipelines.posting.writeback import WritebackResult, drain_writebacks, 
 from sync_pipelines.qbo_changes import classify
 from sync_pipelines.qbo_changes.classify import ChangeError, InvoiceState
 from sync_pipelines.qbo_changes.detect import LIVE
-
-log = logging.getLogger(__name__)
 
 
 #: Columns of :meth:`RecordedChange.as_row` (the run's "changes" table in the UI).
