@@ -45,7 +45,16 @@ class World(sm.BilledMonth):
 
     def run(self, request: dg.RunRequest) -> Any:
         job = self.definitions.resolve_job_def("record_quickbooks_changes")
-        return job.execute_in_process(run_config=request.run_config, instance=self.instance, tags=request.tags)
+        result = job.execute_in_process(run_config=request.run_config, instance=self.instance, tags=request.tags)
+        # No secret in anything the run shows in the UI (logs, metadata, errors).
+        logs = "\n".join(str(record) for record in self.instance.all_logs(result.run_id))
+        secrets = [self.env[k] for k in ("QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "HUBSPOT_ACCESS_TOKEN")]
+        stored = self.ledger().tokens.get(self.env["QBO_REALM_ID"])
+        secrets.append(stored.refresh_token.get_secret_value())
+        if stored.access_token is not None:
+            secrets.append(stored.access_token.get_secret_value())
+        assert logs and not [s for s in secrets if s in logs]
+        return result
 
     def qbo_state(self) -> dict[str, Any]:
         return httpx.get(f"{self.sb.base_url}/_sandbox/state").json()["quickbooks"]
