@@ -3,8 +3,14 @@ read back over HTTP (for the crash, write-back, drift and ledger-command tests).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import dagster as dg
 
 import pandas as pd
 import sqlalchemy as sa
@@ -103,3 +109,51 @@ def truncate(url: str) -> None:
             conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         engine.dispose()
+
+
+@dataclass
+class BilledMonth:
+    """A generated firm served by the sandbox, its month billed through the Dagster assets."""
+
+    sb: Any  # SandboxServer
+    fixture: dict[str, Any]
+    rules_yaml: str
+    home: Path
+    instance: dg.DagsterInstance
+    definitions: dg.Definitions
+    env: dict[str, str]
+    first_run: Any  # billing_runs.BillingRun
+
+    def ledger(self) -> Ledger:
+        return Ledger(f"sqlite:///{self.home / 'sync_ledger.db'}")
+
+
+@contextmanager
+def billed_month(tmp: Path, period: str, *, clients: int = 3, entries: int = 60, seed: int = 21) -> Iterator[BilledMonth]:
+    """Serve a generated fixture (no rate limits; refresh tokens that do not rotate, so a test can
+    read QuickBooks with its own client), point the environment at it, and bill `period` with
+    ``bill_month`` (as ``sync-pipelines bill`` does). The environment is restored afterwards."""
+    from sync_pipelines.commands.billing_runs import bill_month
+    from sync_pipelines.sandbox import SandboxServer, generate_fixture
+
+    fixture, rules_yaml = generate_fixture(clients=clients, entries=entries, seed=seed, month=period)
+    rules_path = tmp / "billing_rules.yaml"
+    rules_path.write_text(rules_yaml)
+    home = tmp / "home"
+    home.mkdir()
+    saved = dict(os.environ)
+    with SandboxServer(fixture, rate_limits=None, rotate_refresh_tokens="never") as sb:
+        os.environ.update(sb.env())
+        os.environ.update({"SYNC_RULES_FILE": str(rules_path), "DAGSTER_HOME": str(home)})
+        for name in ("SYNC_DATABASE_URL", "SYNC_OUTPUT_DIR", "SLACK_WEBHOOK_URL", "DAGSTER_WEBSERVER_URL"):
+            os.environ.pop(name, None)
+        try:
+            from sync_pipelines.definitions import defs
+
+            definitions = defs()
+            with dg.instance_for_test(temp_dir=str(home)) as instance:
+                first = bill_month(period, instance=instance, definitions=definitions)
+                yield BilledMonth(sb, fixture, rules_yaml, home, instance, definitions, sb.env(), first)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)

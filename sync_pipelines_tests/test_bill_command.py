@@ -42,6 +42,7 @@ def test_an_invoice_with_an_unknown_item_is_held_whole_and_the_run_exits_3(sandb
     fixture, rules_yaml, tmp, home, sandbox = sandbox_env
     webhook_url, alerts = slack_webhook
     monkeypatch.setenv("SLACK_WEBHOOK_URL", webhook_url)
+    monkeypatch.setenv("DAGSTER_WEBSERVER_URL", "http://dagster.example:3000")
     first_client = rules_yaml.split("clients:\n", 1)[1].split(":", 1)[0].strip()
     held_rules = rules_yaml.replace(
         f"  {first_client}:\n", f"  {first_client}:\n    qbo: {{item: \"No Such Item\"}}\n", 1
@@ -67,8 +68,10 @@ def test_an_invoice_with_an_unknown_item_is_held_whole_and_the_run_exits_3(sandb
     report = (home / "output" / PERIOD / first_client / "reconciliation_report.csv").read_text()
     assert "held" in report and "No Such Item" in report
     # The operator is alerted with the client, the period and the key.
-    [alert] = [a["text"] for a in alerts if "need attention" in a["text"]]
-    assert first_client in alert and PERIOD in alert and invoice["invoice_key"] in alert and "No Such Item" in alert
+    [alert] = [a["text"] for a in alerts if "held, not sent to QuickBooks" in a["text"]]
+    assert f"client {first_client}, period {PERIOD}" in alert and invoice["invoice_key"] in alert
+    assert "No Such Item" in alert and "http://dagster.example:3000/runs/" in alert
+    assert webhook_url not in alert and sandbox.env()["QBO_CLIENT_SECRET"] not in alert
 
 
 def test_dry_run_payloads_are_exactly_what_posting_sends(sandbox_env, monkeypatch) -> None:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -33,7 +31,6 @@ from sync_pipelines.connectors.factory import quickbooks_from_env
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.commands.ledger_commands import CommandError, check_voided, reissue
 from sync_pipelines.posting.drift import CREDIT_MEMO, NONE, TRUE_UP, billed_hours, compare
-from sync_pipelines.sandbox import SandboxServer, generate_fixture
 from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
@@ -89,19 +86,7 @@ def test_less_time_proposes_a_credit_memo_and_an_unchanged_total_nothing() -> No
 # -- through Dagster and the sandbox -------------------------------------------------------------
 
 
-@dataclass
-class World:
-    sb: SandboxServer
-    fixture: dict[str, Any]
-    rules_yaml: str
-    home: Path
-    instance: dg.DagsterInstance
-    definitions: dg.Definitions
-    env: dict[str, str]
-
-    def ledger(self) -> Ledger:
-        return Ledger(f"sqlite:///{self.home / 'sync_ledger.db'}")
-
+class World(sm.BilledMonth):
     def bill(self, client: str | None = None) -> Any:
         return bill_month(PERIOD, client=client, instance=self.instance, definitions=self.definitions)
 
@@ -111,30 +96,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("reissue")
-    fixture, rules_yaml = generate_fixture(clients=3, entries=60, seed=21, month=PERIOD)
-    rules_path = tmp / "billing_rules.yaml"
-    rules_path.write_text(rules_yaml)
-    home = tmp / "home"
-    home.mkdir()
-    saved = dict(os.environ)
-    # Tokens do not rotate so that the test can read QuickBooks with its own client.
-    with SandboxServer(fixture, rate_limits=None, rotate_refresh_tokens="never") as sb:
-        os.environ.update(sb.env())
-        os.environ.update({"SYNC_RULES_FILE": str(rules_path), "DAGSTER_HOME": str(home)})
-        for name in ("SYNC_DATABASE_URL", "SYNC_OUTPUT_DIR", "SLACK_WEBHOOK_URL"):
-            os.environ.pop(name, None)
-        try:
-            from sync_pipelines.definitions import defs
-
-            with dg.instance_for_test(temp_dir=str(home)) as instance:
-                w = World(sb, fixture, rules_yaml, home, instance, defs(), sb.env())
-                first = w.bill()
-                assert first.exit_code == EXIT_OK, [c.error for c in first.clients]
-                yield w
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+    with sm.billed_month(tmp_path_factory.mktemp("reissue"), PERIOD) as month:
+        assert month.first_run.exit_code == EXIT_OK, [c.error for c in month.first_run.clients]
+        yield World(**vars(month))
 
 
 def _deals_of(w: World, ledger: Ledger, key: str) -> dict[str, dict[str, Any]]:

@@ -166,4 +166,4 @@ def test_a_missing_deal_property_is_created_then_written(posted) -> None:
         flaky = FlakyHubSpot(real, failures=1, error=missing)
         results = drain_writebacks(ledger, flaky, keys)
     assert [r.status for r in results] == ["done"] * len(planned)
-    assert flaky.ensured == ["qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status"]
+    assert flaky.ensured == ["qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status", "amount_paid"]

@@ -7,10 +7,12 @@
   are queued and retried. A drifted key is never re-posted (its write-backs are retried, the drift
   stays reported); a key held by the billing rules is refused (fix the reason and re-bill the
   month: replaying would post what was held), a key QuickBooks had rejected is retried.
-* **reissue** is for an invoice voided (or deleted) in QuickBooks: it checks QuickBooks, records
-  the void in the ledger (the invoice's time entries become billable again), then bills the
-  client's month again through the Dagster assets, which drafts the next generation: a new key,
-  so a new requestid and a new DocNumber. A key whose invoice is still live in QuickBooks is
+* **reissue** is for an invoice voided (or deleted) in QuickBooks. When the ledger already
+  recorded the void (the ``quickbooks_changes`` sensor saw it through a webhook or CDC), no
+  QuickBooks call is needed; otherwise it checks QuickBooks and records the void (the invoice's
+  time entries become billable again). Then it bills the client's month again through the
+  Dagster assets, which drafts the next generation: a new key, so a new requestid and a new
+  DocNumber. A key whose invoice is still live in QuickBooks is
   refused: re-issuing never leaves the client with two live invoices.
 """
 
@@ -27,6 +29,7 @@ from sync_pipelines.ledger import Ledger
 from sync_pipelines.ledger.types import InvoiceRecord
 from sync_pipelines.posting.protocol import post_invoice
 from sync_pipelines.posting.writeback import WritebackResult, drain_writebacks, enqueue_writebacks
+from sync_pipelines.qbo_changes.classify import is_voided
 
 
 class CommandError(RuntimeError):
@@ -99,18 +102,9 @@ def replay(
     return result
 
 
-def is_voided(invoice: dict[str, Any]) -> bool:
-    """QuickBooks keeps a voided invoice with zero amounts and "Voided" before its PrivateNote."""
-    note = str(invoice.get("PrivateNote") or "")
-    try:
-        total = Decimal(str(invoice.get("TotalAmt", "0")))
-    except ArithmeticError:
-        return False
-    return note.startswith("Voided") and total == 0
-
-
 def check_voided(ledger: Ledger, key: str, qbo: Any) -> InvoiceRecord:
-    """Make sure `key` is voided (or deleted) in QuickBooks and record it in the ledger.
+    """Make sure `key` is voided (or deleted) in QuickBooks and record it in the ledger. A void
+    the ledger already recorded is trusted as is (QuickBooks cannot un-void an invoice).
 
     Raises :class:`CommandError` when the invoice is still live, or the key was never posted.
     Returns the (now voided) record.
@@ -138,7 +132,7 @@ def check_voided(ledger: Ledger, key: str, qbo: Any) -> InvoiceRecord:
             f"{invoice.get('TotalAmt')}) is not voided. Void it in QuickBooks first; a re-issue never leaves "
             "two live invoices for one bill."
         )
-    ledger.record_voided(key)
+    ledger.record_voided(key, deleted=gone)
     return _record(ledger, key)
 
 

@@ -36,6 +36,9 @@ def print_status(month: str | None = None, client: str | None = None, *, out: Te
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
+        if r.status in ("posted", "drift") and r.payment_status in ("paid", "partially_paid"):
+            label = r.payment_status.replace("_", " ")
+            counts[label] = counts.get(label, 0) + 1
     out.write("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "\n\n")
     out.write(f"{'status':8} {'period':7} {'client':20} {'doc number':16} {'QBO id':8} {'total':>12}  key\n")
     for r in rows:
@@ -44,6 +47,11 @@ def print_status(month: str | None = None, client: str | None = None, *, out: Te
             f"{r.status:8} {r.period:7} {r.client_key[:20]:20} {(r.qbo_doc_number or r.doc_number or '')[:16]:16} "
             f"{(r.qbo_id or '-'):8} {str(total or ''):>12} {r.currency or ''}  {r.key}\n"
         )
+        if r.status in ("posted", "drift") and r.payment_status in ("paid", "partially_paid"):
+            out.write(f"         {r.payment_status.replace('_', ' ')}: {r.amount_paid} {r.currency or ''} received"
+                      + (f", {r.qbo_balance} still owed" if r.qbo_balance else "") + "\n")
+        if r.status == "voided" and r.voided_how == "deleted":
+            out.write("         deleted in QuickBooks (not just voided)\n")
         detail = r.last_error or "; ".join(r.hold_reasons)
         if r.status != "posted" and detail:
             out.write(f"         {detail}\n")

@@ -581,6 +581,21 @@ class QuickBooksClient(ApiClient):
         data, _ = self._request("GET", f"/invoice/{invoice_id}")
         return _entity(data, "Invoice", self._prefix + "/invoice")
 
+    def get_payment(self, payment_id: str) -> dict[str, Any]:
+        data, _ = self._request("GET", f"/payment/{payment_id}")
+        return _entity(data, "Payment", self._prefix + "/payment")
+
+    def invoices_by_id(self, invoice_ids: Sequence[str], *, chunk: int = 100) -> dict[str, dict[str, Any]]:
+        """The invoices among `invoice_ids` that exist now (``Id IN (...)`` queries); a deleted
+        invoice is simply absent."""
+        ids = sorted({str(i) for i in invoice_ids}, key=lambda s: (len(s), s))
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            for row in self.query_all("Invoice", "Id IN (" + ", ".join(quote(x) for x in part) + ")"):
+                out[str(row.get("Id"))] = row
+        return out
+
     def void_invoice(self, invoice_id: str, sync_token: str) -> dict[str, Any]:
         data, _ = self._request(
             "POST", "/invoice", params={"operation": "void"},

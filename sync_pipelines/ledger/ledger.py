@@ -3,7 +3,8 @@
 See ``README.md`` in this package for the schema, the state machine and the concurrency model.
 
 The ``Ledger`` class is assembled from one mixin per concern: the posting state machine
-(posting_state.py), invoice reads and history (invoice_reads.py), CRM write-backs (writebacks.py),
+(posting_state.py), invoice reads and history (invoice_reads.py), payments QuickBooks recorded
+(payments.py), CRM write-backs (writebacks.py),
 the audit log (audit.py) and the webhook inbox (inbox.py), over ``LedgerBase`` (base.py: engine,
 transactions, migrations). OAuth tokens are in tokens.py (``Ledger.tokens``).
 """
@@ -22,6 +23,7 @@ from sync_pipelines.ledger.base import (
 )
 from sync_pipelines.ledger.inbox import InboxMixin
 from sync_pipelines.ledger.invoice_reads import InvoiceReadsMixin
+from sync_pipelines.ledger.payments import PaymentsMixin
 from sync_pipelines.ledger.posting_state import PostingStateMixin
 from sync_pipelines.ledger.writebacks import WritebacksMixin
 
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class Ledger(PostingStateMixin, InvoiceReadsMixin, WritebacksMixin, AuditMixin, InboxMixin, LedgerBase):
+class Ledger(PostingStateMixin, InvoiceReadsMixin, PaymentsMixin, WritebacksMixin, AuditMixin, InboxMixin, LedgerBase):
     """The sync database. Thread-safe; one instance per process is enough.
 
     ``Ledger(url)`` takes a SQLAlchemy URL (``sqlite:///path/to/file.db`` or

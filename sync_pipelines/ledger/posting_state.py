@@ -395,16 +395,17 @@ class PostingStateMixin(LedgerMixinBase):
                 self._replace_entries(conn, key, entry_list, now)
             return "held"
 
-    def record_voided(self, key: str) -> bool:
-        """The invoice was voided or deleted in QuickBooks (CDC / webhook): status ``voided``, its
-        entries are released (billable again under the next generation). False if unknown or
-        already voided."""
+    def record_voided(self, key: str, *, deleted: bool = False) -> bool:
+        """The invoice was voided or deleted in QuickBooks (CDC / webhook): status ``voided``
+        (``voided_how`` says which), its entries are released (billable again under the next
+        generation). False if unknown or already voided."""
         now = self.now()
         with self._write() as conn:
             result = conn.execute(
                 invoices.update()
                 .where(invoices.c.key == key, invoices.c.status != "voided")
-                .values(status="voided", voided_at=now, claimed_until=None, updated_at=now)
+                .values(status="voided", voided_at=now, claimed_until=None, updated_at=now,
+                        voided_how="deleted" if deleted else "voided")
             )
             if not result.rowcount:
                 return False

@@ -28,6 +28,10 @@ INVOICE_STATUSES = ("pending", "posted", "failed", "held", "voided", "drift")
 ENTRY_STATUSES = ("pending", "billed", "released")
 #: Statuses of a CRM write-back (``sync_crm_writebacks.status``).
 WRITEBACK_STATUSES = ("pending", "done", "failed")
+#: Payment states of a posted invoice, from QuickBooks' Balance vs TotalAmt (``payment_status``).
+PAYMENT_STATUSES = ("unpaid", "partially_paid", "paid")
+#: How a voided invoice left QuickBooks (``voided_how``).
+VOID_KINDS = ("voided", "deleted")
 
 VERSION_TABLE = "sync_alembic_version"
 
@@ -99,6 +103,13 @@ invoices = sa.Table(
     # revision 0003
     sa.Column("project_totals", sa.Text),  # JSON {"<harvest project id>": amount} (deal caps)
     sa.Column("carry_forward_hours", Amount),  # retainer hours carried into the next period
+    # revision 0005: what QuickBooks says happened to the invoice afterwards (CDC / webhooks)
+    sa.Column("voided_how", sa.String(16)),  # voided | deleted (status voided)
+    sa.Column("payment_status", sa.String(16)),  # unpaid | partially_paid | paid
+    sa.Column("amount_paid", Amount),  # TotalAmt - Balance, invoice currency
+    sa.Column("qbo_balance", Amount),
+    sa.Column("payment_sync_token", sa.String(32)),  # SyncToken of the invoice version read
+    sa.Column("payment_seen_at", UtcDateTime),
     sa.CheckConstraint(
         "status IN ('pending', 'posted', 'failed', 'held', 'voided', 'drift')", name="ck_sync_invoices_status"
     ),
@@ -108,6 +119,7 @@ invoices = sa.Table(
 )
 sa.Index("ix_sync_invoices_period_client", invoices.c.period, invoices.c.client_key)
 sa.Index("ix_sync_invoices_status", invoices.c.status)
+sa.Index("ix_sync_invoices_realm_qbo_id", invoices.c.realm_id, invoices.c.qbo_id)  # revision 0005
 
 invoice_entries = sa.Table(
     "sync_invoice_entries",

@@ -46,6 +46,25 @@ class WritebacksMixin(LedgerMixinBase):
             )
             return "pending"
 
+    def requeue_writebacks(self, key: str, properties: dict[str, Any]) -> list[str]:
+        """Send the invoice's deals new properties (e.g. its payment status): every write-back row
+        of `key`, done or not, gets `properties` and goes back to ``pending``. Returns the deal
+        ids; none when the invoice was never written back (its first write-back will carry the
+        ledger's current state)."""
+        body = money.dumps(properties)
+        now = self.now()
+        with self._write() as conn:
+            deals = [str(d) for d in conn.execute(
+                sa.select(crm_writebacks.c.deal_id).where(crm_writebacks.c.invoice_key == key)
+                .order_by(crm_writebacks.c.deal_id)
+            ).scalars()]
+            if deals:
+                conn.execute(
+                    crm_writebacks.update().where(crm_writebacks.c.invoice_key == key)
+                    .values(properties=body, status="pending", updated_at=now)
+                )
+        return deals
+
     def pending_writebacks(self, limit: int = 100) -> list[Writeback]:
         """Write-backs not done yet whose invoice is posted (oldest first)."""
         q = (

@@ -36,7 +36,8 @@ from sync_pipelines.ledger.types import InvoiceRecord
 log = logging.getLogger(__name__)
 
 #: Deal properties written back (custom properties; created on first use when missing).
-PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status")
+#: ``amount_paid`` is sent once QuickBooks reports a payment (qbo_changes/record.py).
+PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status", "amount_paid")
 #: The HubSpot deal stage id meaning "ready for billing" (the fallback target, see module docs).
 READY_FOR_BILLING_STAGE = "ready_for_billing"  # used when the rules configure no stage
 DEAL_GROUP_PREFIX = "deal-"  # the group key of an invoice made from one deal's line items
@@ -67,13 +68,21 @@ def period_end(period: str) -> str:
 
 
 def writeback_properties(record: InvoiceRecord) -> dict[str, str]:
-    """The deal properties for a confirmed invoice (HubSpot takes strings only)."""
-    return {
+    """The deal properties for a confirmed invoice (HubSpot takes strings only).
+
+    ``billing_status`` is ``invoiced`` until QuickBooks reports a payment, then ``paid`` or
+    ``partially_paid`` with ``amount_paid`` (exact decimal text, in the invoice's currency): a
+    first write-back that happens after the payment already carries it."""
+    props = {
         "qbo_invoice_id": str(record.qbo_id or ""),
         "qbo_invoice_number": str(record.qbo_doc_number or record.doc_number or ""),
         "billed_through": period_end(record.period),
         "billing_status": INVOICED,
     }
+    if record.payment_status is not None and record.amount_paid is not None:
+        props["billing_status"] = INVOICED if record.payment_status == "unpaid" else record.payment_status
+        props["amount_paid"] = format(record.amount_paid, "f")
+    return props
 
 
 def entry_projects(time_entries: pd.DataFrame) -> dict[int, int]:

@@ -345,10 +345,12 @@ class Sandbox:
                 inv["Balance"] = money.quantize(bal - amount, cur)
                 inv["SyncToken"] = str(int(inv["SyncToken"]) + 1)
                 inv["MetaData"]["LastUpdatedTime"] = qbo_api.meta_now()
-                st.qbo_event("Payment", str(st.new_qbo_id()), "Create")
+                payment = qbo_api.payment_for(st, inv, amount)
+                st.qbo["payments"][payment["Id"]] = payment
+                st.qbo_event("Payment", payment["Id"], "Create")
                 st.qbo_event("Invoice", inv["Id"], "Update")
                 st.touch("quickbooks")
-                return Resp(200, {"Invoice": inv, "payment": {"amount": amount}}, mutated=True)
+                return Resp(200, {"Invoice": inv, "Payment": payment, "payment": {"amount": amount}}, mutated=True)
         return Resp(404, {"error": f"unknown action {name!r}"})
 
 

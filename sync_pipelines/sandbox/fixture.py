@@ -36,7 +36,7 @@ from . import credentials
 
 HARVEST_COLLECTIONS = ("clients", "projects", "users", "tasks", "time_entries")
 HUBSPOT_COLLECTIONS = ("companies", "deals", "line_items", "associations")
-QBO_COLLECTIONS = ("customers", "items", "classes", "terms", "invoices")
+QBO_COLLECTIONS = ("customers", "items", "classes", "terms", "invoices", "payments")
 SECTIONS = {
     "harvest": HARVEST_COLLECTIONS,
     "hubspot": HUBSPOT_COLLECTIONS,

@@ -22,7 +22,8 @@ CURRENCY_NAMES = {
     "SEK": "Swedish Krona", "DKK": "Danish Krone", "NOK": "Norwegian Krone", "MXN": "Mexican Peso",
     "INR": "Indian Rupee", "BHD": "Bahraini Dinar",
 }
-PATH_ENTITY = {"customer": "customers", "item": "items", "class": "classes", "term": "terms", "invoice": "invoices"}
+PATH_ENTITY = {"customer": "customers", "item": "items", "class": "classes", "term": "terms", "invoice": "invoices",
+               "payment": "payments"}
 META = ("MetaData.CreateTime", "MetaData.LastUpdatedTime", "Id")
 QUERYABLE = {
     "Customer": {*META, "DisplayName", "GivenName", "MiddleName", "FamilyName", "CompanyName", "FullyQualifiedName",
@@ -33,6 +34,7 @@ QUERYABLE = {
     "Term": {*META, "Name", "Active", "Type", "DueDays"},
     "Invoice": {*META, "DocNumber", "TxnDate", "DueDate", "CustomerRef", "TotalAmt", "Balance", "DepartmentRef",
                 "EmailStatus", "PrintStatus"},
+    "Payment": {*META, "TxnDate", "CustomerRef", "TotalAmt"},
     "Preferences": {*META},
     "CompanyInfo": {*META},
 }
@@ -511,6 +513,23 @@ def void_invoice(st: SandboxState, rec: dict) -> None:
     rec["MetaData"]["LastUpdatedTime"] = meta_now()
     st.qbo_event("Invoice", rec["Id"], "Void")
     st.touch("quickbooks")
+
+
+def payment_for(st: SandboxState, inv: dict, amount: Decimal) -> dict:
+    """A received payment applied to one invoice, in QuickBooks' Payment shape: the invoice it
+    pays is a ``Line[].LinkedTxn`` with ``TxnType`` Invoice (how a webhook's Payment id leads
+    back to the invoice)."""
+    now = meta_now()
+    rec = {
+        "Id": st.new_qbo_id(), "SyncToken": "0", "domain": "QBO", "sparse": False,
+        "TxnDate": dt.date.today().isoformat(), "CustomerRef": dict(inv.get("CustomerRef") or {}),
+        "TotalAmt": amount, "UnappliedAmt": Decimal(0).quantize(amount),
+        "Line": [{"Amount": amount, "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}],
+        "MetaData": {"CreateTime": now, "LastUpdatedTime": now},
+    }
+    if inv.get("CurrencyRef"):
+        rec["CurrencyRef"] = dict(inv["CurrencyRef"])
+    return rec
 
 
 # ---------------------------------------------------------------------------- name lists

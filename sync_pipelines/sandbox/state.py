@@ -20,7 +20,8 @@ from .fixture import validate_fixture
 from .http import dumps
 
 NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name"}
-QBO_ENTITY = {"customers": "Customer", "items": "Item", "classes": "Class", "terms": "Term", "invoices": "Invoice"}
+QBO_ENTITY = {"customers": "Customer", "items": "Item", "classes": "Class", "terms": "Term", "invoices": "Invoice",
+              "payments": "Payment"}
 
 # Deal properties the write-back may set even when no fixture deal carries them yet.
 EXTRA_DEAL_PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status")
@@ -76,7 +77,7 @@ class SandboxState:
             self.preferences: dict = q["preferences"]
             self.qbo: dict[str, dict[str, dict]] = {}
             max_id = 0
-            for k in ("customers", "items", "classes", "terms", "invoices"):
+            for k in QBO_ENTITY:
                 recs = sorted(q.get(k, []), key=lambda r: int(r["Id"]))
                 for r in recs:
                     r.setdefault("SyncToken", "0")

@@ -1,8 +1,8 @@
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines import money
-from sync_pipelines.alerts import Alert, run_url, send
+from sync_pipelines import alert_messages, money
+from sync_pipelines.alerts import send
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
@@ -11,6 +11,7 @@ from sync_pipelines.extract import sources
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, post_drafts
 
+QBO_INVOICES_RETRIES = 3  # step retries of qbo_invoices (QuickBooks outages)
 EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
                             "balance", "private_note"]
 
@@ -72,7 +73,8 @@ def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBo
     ins={"invoice_drafts": dg.AssetIn()},
     # Posting is idempotent (ledger row before the call, requestid = key, DocNumber lookup on
     # resume), so a retried step can never create a second invoice.
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    retry_policy=dg.RetryPolicy(max_retries=QBO_INVOICES_RETRIES, delay=15, backoff=dg.Backoff.EXPONENTIAL,
+                                jitter=dg.Jitter.PLUS_MINUS),
     pool="quickbooks",
     code_version="1",
 )
@@ -102,6 +104,10 @@ def qbo_invoices(
     except QboReconnectRequired as exc:
         # Retrying cannot help until a person re-authorises the app; the message names the realm
         # and the token endpoint, never a token.
+        send(alert_messages.token_refused(
+            str(exc.realm_id), run_id=context.run.run_id, during="posting",
+            clients=[d.client_key for d in drafts], period=next((d.period for d in drafts), None),
+        ))
         raise dg.Failure(
             description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
             metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
@@ -114,22 +120,21 @@ def qbo_invoices(
             context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
         if o.drift is not None:
             context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
-    attention = [o for o in outcomes if o.outcome == HELD or o.drift is not None]
-    if attention:
-        # A held invoice is never half-posted, but it is also not billed: someone must act.
-        send(Alert(
-            title=f"{len(attention)} invoice(s) need attention",
-            lines=tuple(
-                f"{o.client_key} {o.period} {o.key}: "
-                + (o.drift.summary() if o.drift is not None else "held: " + "; ".join(o.reasons))
-                for o in attention
-            ),
-            run_url=run_url(context.run.run_id),
-        ))
+    # A held invoice is never half-posted, but it is also not billed: someone must act.
+    held = [alert_messages.problem_of_outcome(o) for o in outcomes if o.outcome == HELD and o.drift is None]
+    if held:
+        send(alert_messages.invoices_held(held, context.run.run_id))
+    drifted = [alert_messages.problem_of_outcome(o) for o in outcomes if o.drift is not None]
+    if drifted:
+        send(alert_messages.invoices_drifted(drifted, context.run.run_id))
     failed = [o for o in outcomes if o.outcome == FAILED]
     if failed:
         # QuickBooks stayed unavailable through the connector's retries: fail the step so the
         # retry policy (and then the operator) re-runs it; the ledger already knows each key.
+        # Alerted on the last attempt only, so a retry that succeeds stays quiet.
+        if context.retry_number >= QBO_INVOICES_RETRIES:
+            send(alert_messages.posting_failed([alert_messages.problem_of_outcome(o) for o in failed],
+                                               context.run.run_id))
         raise dg.Failure(
             description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
             + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
@@ -140,8 +145,13 @@ def qbo_invoices(
         # now: come back shortly and find it posted. If the claim belongs to a crashed run, the
         # retries run out and the step fails; it resumes after the claim expires, or at once with
         # `sync-pipelines ledger replay KEY --release-claim`.
-        context.log.info("another run is posting " + ", ".join(o.key for o in busy) + "; retrying shortly")
-        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10)
+        why = "another run is posting " + ", ".join(o.key for o in busy) + " (it holds the ledger claim)"
+        context.log.info(why + "; retrying shortly")
+        # The cause is kept so that, once the retries run out, the failure (and its alert) says
+        # why rather than only "Exceeded max_retries".
+        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10) from RuntimeError(
+            why + "; if that run crashed, `sync-pipelines ledger replay KEY --release-claim`"
+        )
     return dg.Output(
         frame,
         metadata={
