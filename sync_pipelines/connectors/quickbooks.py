@@ -49,7 +49,7 @@ from .http import (
     parse_records,
     quickbooks_limiter,
 )
-from .quickbooks_models import ENTITY_MODELS, Class, Customer, Item, Term
+from .quickbooks_models import ENTITY_MODELS, Class, Customer, Item, TaxCode, TaxRate, Term
 
 SYSTEM = "quickbooks"
 OAUTH_SYSTEM = "quickbooks-oauth"
@@ -576,6 +576,36 @@ class QuickBooksClient(ApiClient):
             if row.get("DocNumber") == doc_number:
                 return row
         return rows[0] if rows else None
+
+    def find_invoice_by_private_note(self, customer_id: str, txn_date: str, private_note: str) -> dict[str, Any] | None:
+        """Our invoice by its PrivateNote fingerprint. PrivateNote is not filterable in QuickBooks
+        queries, so this reads the customer's invoices of that TxnDate (both filterable) and
+        matches the note exactly here."""
+        rows = self.query_all("Invoice", f"CustomerRef = {quote(customer_id)} AND TxnDate = {quote(txn_date)}")
+        for row in rows:
+            if row.get("PrivateNote") == private_note:
+                return row
+        return None
+
+    # -- the company's settings (DESIGN §5 "The QuickBooks company is read, never assumed")
+    def preferences(self) -> dict[str, Any]:
+        """``GET .../preferences``: the company's Preferences entity."""
+        data, _ = self._request("GET", "/preferences")
+        return _entity(data, "Preferences", self._prefix + "/preferences")
+
+    def company_info(self) -> dict[str, Any]:
+        """``GET .../companyinfo/{realm}``: the CompanyInfo entity (``Country``)."""
+        data, _ = self._request("GET", f"/companyinfo/{self.realm_id}")
+        return _entity(data, "CompanyInfo", self._prefix + "/companyinfo")
+
+    def list_tax_codes(self) -> FetchResult[TaxCode]:
+        """Every TaxCode, active and inactive, validated (malformed -> rejected)."""
+        rows = self.query_all("TaxCode", "Active IN (true,false)")
+        return parse_records(TaxCode, rows, system=SYSTEM, entity="TaxCode", id_field="Id")
+
+    def list_tax_rates(self) -> FetchResult[TaxRate]:
+        rows = self.query_all("TaxRate", "Active IN (true,false)")
+        return parse_records(TaxRate, rows, system=SYSTEM, entity="TaxRate", id_field="Id")
 
     def get_invoice(self, invoice_id: str) -> dict[str, Any]:
         data, _ = self._request("GET", f"/invoice/{invoice_id}")

@@ -116,6 +116,7 @@ class InvoiceReadsMixin(LedgerMixinBase):
             drift_detected_at=row["drift_detected_at"], payload_json=row["payload"],
             drift_payload_json=row["drift_payload"], entries=entries,
             project_totals=_project_totals(row["project_totals"]), carry_forward_hours=_dec(row["carry_forward_hours"]),
+            qbo_total_tax=_dec(row["qbo_total_tax"]),
         )
 
     def get_invoice(self, key: str) -> InvoiceRecord | None:

@@ -99,6 +99,8 @@ invoices = sa.Table(
     # revision 0003
     sa.Column("project_totals", sa.Text),  # JSON {"<harvest project id>": amount} (deal caps)
     sa.Column("carry_forward_hours", Amount),  # retainer hours carried into the next period
+    # revision 0008
+    sa.Column("qbo_total_tax", Amount),  # QuickBooks' TxnTaxDetail.TotalTax (TotalAmt includes it)
     sa.CheckConstraint(
         "status IN ('pending', 'posted', 'failed', 'held', 'voided', 'drift')", name="ck_sync_invoices_status"
     ),

@@ -39,7 +39,7 @@ def test_migrate_twice_is_a_noop(ledger_url: str) -> None:
         assert ledger.current_revision() is None
         ledger.migrate()
         head = ledger.head_revision()
-        assert ledger.current_revision() == head == "0003_billing_facts"
+        assert ledger.current_revision() == head == "0008_companies"
         d = draft()
         key = d.pop("key")
         ledger.begin_posting(key, **d)
