@@ -19,8 +19,10 @@ from . import credentials
 from .fixture import validate_fixture
 from .http import dumps
 
-NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name"}
-QBO_ENTITY = {"customers": "Customer", "items": "Item", "classes": "Class", "terms": "Term", "invoices": "Invoice"}
+NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name", "tax_codes": "Name",
+             "tax_rates": "Name"}
+QBO_ENTITY = {"customers": "Customer", "items": "Item", "classes": "Class", "terms": "Term", "invoices": "Invoice",
+              "tax_codes": "TaxCode", "tax_rates": "TaxRate"}
 
 # Deal properties the write-back may set even when no fixture deal carries them yet.
 EXTRA_DEAL_PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status")
@@ -74,16 +76,18 @@ class SandboxState:
             q = fx["quickbooks"]
             self.realm_id: str = q["realm_id"]
             self.preferences: dict = q["preferences"]
+            self.company_info: dict = q["company_info"]
             self.qbo: dict[str, dict[str, dict]] = {}
             max_id = 0
-            for k in ("customers", "items", "classes", "terms", "invoices"):
-                recs = sorted(q.get(k, []), key=lambda r: int(r["Id"]))
+            for k in QBO_ENTITY:
+                recs = sorted(q.get(k, []), key=lambda r: (not r["Id"].isdigit(), int(r["Id"]) if r["Id"].isdigit() else 0, r["Id"]))
                 for r in recs:
                     r.setdefault("SyncToken", "0")
                     r.setdefault("domain", "QBO")
                     if k in NAME_LIST:
                         r.setdefault("Active", True)
-                    max_id = max(max_id, int(r["Id"]))
+                    if r["Id"].isdigit():
+                        max_id = max(max_id, int(r["Id"]))
                 self.qbo[k] = {r["Id"]: r for r in recs}
 
             sb = fx.get("sandbox") or {}
@@ -127,6 +131,7 @@ class SandboxState:
                 "quickbooks": {
                     "realm_id": self.realm_id,
                     "preferences": self.preferences,
+                    "company_info": self.company_info,
                     **{k: list(v.values()) for k, v in self.qbo.items()},
                 },
                 "sandbox": {
@@ -223,3 +228,7 @@ class SandboxState:
 
     def pref(self, group: str, key: str, default: Any = None) -> Any:
         return (self.preferences.get(group) or {}).get(key, default)
+
+    @property
+    def is_us(self) -> bool:
+        return str(self.company_info.get("Country") or "US").strip().upper() in ("US", "USA")
