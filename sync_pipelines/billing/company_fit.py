@@ -98,7 +98,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
             calculation = rules.firm.tax.calculation
             by_item = qbo.tax_codes_by_item or {}  # type: ignore[union-attr]
             base: dict[str, Decimal] = {}
-            pct: dict[str, Decimal] = {}
+            pct: dict[str, list[Decimal]] = {}
             missing: set[str] = set()
             for row in rows.to_dict("records"):
                 item = d_name if row["detail_type"] == "DiscountLineDetail" and d_name else row["item_name"]
@@ -117,7 +117,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
                 codes.append(code.id)
                 sign = -1 if row["detail_type"] == "DiscountLineDetail" else 1
                 base[code.id] = base.get(code.id, Decimal(0)) + sign * row["amount"]
-                pct[code.id] = code.sales_percent
+                pct[code.id] = [r.percent for r in code.sales_rates]
             for item in sorted(missing):
                 holds.append(f"no tax code for {item}: QuickBooks in {company.country} needs one on every line "
                              f"(set {p}.tax_code or {p}.tax_codes_by_item)")
@@ -137,18 +137,19 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
     return invoices, lines
 
 
-def expected_tax_amount(base: dict[str, Decimal], percent: dict[str, Decimal], calculation: str,
+def expected_tax_amount(base: dict[str, Decimal], rates: dict[str, list[Decimal]], calculation: str,
                         currency: str) -> Decimal:
-    """Tax per code on the net amount of that code's lines, half-up to the minor unit, summed.
+    """Tax on the net amount of each code's lines, per sales rate of the code (a Canadian GST +
+    PST code charges both), half-up to the minor unit, summed.
 
-    ``TaxInclusive``: the amounts contain the tax, so the tax is ``amount × r / (100 + r)``.
-    QuickBooks computes the real figure; this is the preview's estimate and the sandbox's rule.
+    ``TaxInclusive``: the amounts contain the tax, so a rate's share is ``amount × r / (100 + Σr)``.
+    QuickBooks computes the real figure; this is the preview's estimate (and the sandbox's rule).
     """
-    if calculation == "NotApplicable":
-        return money.quantize(Decimal(0), currency)
     total = Decimal(0)
-    for code, amount in sorted(base.items()):
-        r = percent.get(code, Decimal(0))
-        share = amount * r / (100 + r) if calculation == "TaxInclusive" else amount * r / 100
-        total += money.quantize(share, currency)
+    if calculation != "NotApplicable":
+        for code, amount in sorted(base.items()):
+            combined = sum(rates.get(code, []), Decimal(0))
+            for r in rates.get(code, []):
+                share = amount * r / (100 + combined) if calculation == "TaxInclusive" else amount * r / 100
+                total += money.quantize(share, currency)
     return money.quantize(total, currency)
