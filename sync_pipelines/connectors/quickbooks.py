@@ -308,6 +308,22 @@ class QboOAuth:
     def _exchange(self, refresh_token: SecretStr, previous: TokenSet | None) -> TokenSet:
         secret = refresh_token.get_secret_value()
         self._http.add_secret(secret)
+        return self._token_request({"grant_type": "refresh_token", "refresh_token": secret}, keep_refresh=secret)
+
+    def exchange_authorization_code(self, code: str, redirect_uri: str) -> TokenSet:
+        """The OAuth 2.0 authorization-code grant (``sync-pipelines qbo connect``): the code the
+        user's consent redirected back, for this realm's first tokens. Saved in the store before
+        it is returned. A refused code (used, expired, another redirect URI) raises
+        ``QboReconnectRequired``: start the connection again."""
+        self._http.add_secret(code)
+        with self._local, self._lock():
+            fresh = self._token_request(
+                {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}, keep_refresh=None)
+            self.store.save(self.realm_id, fresh)
+            self._cached = fresh
+        return fresh
+
+    def _token_request(self, data: dict[str, str], keep_refresh: str | None) -> TokenSet:
         basic = base64.b64encode(
             f"{self.client_id}:{self._client_secret.get_secret_value()}".encode()
         ).decode("ascii")
@@ -317,7 +333,7 @@ class QboOAuth:
                 self.token_url,
                 headers={"Authorization": f"Basic {basic}",
                          "Content-Type": "application/x-www-form-urlencoded"},
-                data={"grant_type": "refresh_token", "refresh_token": secret},
+                data=data,
             )
         except ApiError as exc:
             if exc.status == 400 and (exc.code == "invalid_grant" or "invalid_grant" in str(exc.api_message or "")):
@@ -331,7 +347,10 @@ class QboOAuth:
         now = self._now()
         expires_in = int(body.get("expires_in") or 3600)
         refresh_expires = body.get("x_refresh_token_expires_in")
-        new_refresh = body.get("refresh_token") or secret
+        new_refresh = body.get("refresh_token") or keep_refresh
+        if not new_refresh:
+            raise ApiAuthError(OAUTH_SYSTEM, "POST", self._token_path, response.status_code,
+                               api_message="token response has no refresh_token")
         ts = TokenSet(
             refresh_token=str(new_refresh),
             access_token=str(body["access_token"]),

@@ -8,7 +8,7 @@ import secrets
 import time
 from decimal import Decimal
 from typing import Any, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sync_pipelines import money
 
@@ -959,8 +959,48 @@ def _oauth_error(status: int, error: str, desc: str | None = None) -> Resp:
     return Resp(status, body, headers={"Cache-Control": "no-store"})
 
 
+#: Intuit's scope for the Accounting API; the sandbox serves no other.
+ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
+AUTH_CODE_TTL_S = 300
+
+
+def authorize_endpoint(st: SandboxState, req: Req) -> Resp:
+    """GET /connect/oauth2 (Intuit: appcenter.intuit.com/connect/oauth2): the user's consent.
+
+    The sandbox's user always consents: a valid request redirects (302) to ``redirect_uri`` with
+    ``code``, ``state`` and ``realmId``, as Intuit does; ``client_id``, ``response_type=code``,
+    the accounting ``scope``, ``redirect_uri`` and ``state`` are required. A request the sandbox
+    cannot redirect (unknown client, no redirect URI) gets a 400 page; one with a bad parameter
+    but a usable redirect URI is redirected with ``error`` (RFC 6749 §4.1.2.1).
+    """
+    redirect = req.q("redirect_uri")
+    if req.q("client_id") != credentials.QBO_CLIENT_ID or not redirect or not redirect.startswith(("http://", "https://")):
+        return Resp(400, "invalid_client or redirect_uri: the app is unknown or the redirect URI is missing",
+                    content_type="text/plain")
+    state = req.q("state")
+    sep = "&" if "?" in redirect else "?"
+    problem = None
+    if req.q("response_type") != "code":
+        problem = "unsupported_response_type"
+    elif ACCOUNTING_SCOPE not in (req.q("scope") or "").split():
+        problem = "invalid_scope"
+    elif not state:
+        problem = "invalid_request"
+    if problem:
+        params = [("error", problem)] + ([("state", state)] if state else [])
+        return Resp(302, b"", headers={"Location": redirect + sep + urlencode(params)}, content_type="text/plain")
+    code = "sbx-ac-" + secrets.token_urlsafe(24)
+    st.auth_codes = {c: v for c, v in st.auth_codes.items() if v["expires"] > time.time()}
+    st.auth_codes[code] = {"redirect_uri": redirect, "expires": int(time.time()) + AUTH_CODE_TTL_S}
+    st.touch("sandbox")
+    location = redirect + sep + urlencode([("code", code), ("state", state), ("realmId", st.realm_id)])
+    return Resp(302, b"", headers={"Location": location}, content_type="text/plain", mutated=True)
+
+
 def token_endpoint(st: SandboxState, req: Req, rotate: str | int = "always") -> Resp:
-    """POST /oauth2/v1/tokens/bearer (Basic client auth, grant_type=refresh_token)."""
+    """POST /oauth2/v1/tokens/bearer (Basic client auth; grant_type refresh_token, or
+    authorization_code with the code /connect/oauth2 issued: single use, 5 minutes, bound to
+    its redirect_uri)."""
     auth = req.headers.get("authorization", "")
     ok = False
     if auth[:6].lower() == "basic ":
@@ -973,18 +1013,27 @@ def token_endpoint(st: SandboxState, req: Req, rotate: str | int = "always") -> 
         return _oauth_error(401, "invalid_client")
     form = dict(parse_qsl(req.body.decode("utf-8", errors="replace")))
     grant = form.get("grant_type")
-    if grant != "refresh_token":
+    new_connection = False
+    if grant == "authorization_code":
+        issued = st.auth_codes.pop(form.get("code") or "", None)
+        st.touch("sandbox")
+        if issued is None or issued["expires"] <= time.time() or issued["redirect_uri"] != form.get("redirect_uri"):
+            return _oauth_error(400, "invalid_grant")
+        new_connection = True
+    elif grant != "refresh_token":
         return _oauth_error(400, "unsupported_grant_type" if grant else "invalid_request")
-    rt = form.get("refresh_token")
-    if not rt or rt != st.refresh_token:
-        return _oauth_error(400, "invalid_grant")
+    else:
+        rt = form.get("refresh_token")
+        if not rt or rt != st.refresh_token:
+            return _oauth_error(400, "invalid_grant")
     now = time.time()
     access = "sbx-at-" + secrets.token_urlsafe(24)
     # drop expired access tokens so the state does not grow without bound
     st.access_tokens = {t: e for t, e in st.access_tokens.items() if e > now}
     st.access_tokens[access] = int(now) + credentials.ACCESS_TOKEN_TTL_S
     st.refresh_serial += 1
-    if rotate == "always" or (isinstance(rotate, int) and rotate > 0 and st.refresh_serial % rotate == 0):
+    if new_connection or rotate == "always" or (isinstance(rotate, int) and rotate > 0 and st.refresh_serial % rotate == 0):
+        # a new connection supersedes the company's earlier refresh token
         st.refresh_token = f"sbx-rt-{st.refresh_serial}-" + secrets.token_urlsafe(16)
     st.touch("sandbox")
     body = {"token_type": "bearer", "access_token": access, "expires_in": credentials.ACCESS_TOKEN_TTL_S,

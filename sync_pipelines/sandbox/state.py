@@ -96,6 +96,8 @@ class SandboxState:
             self.refresh_token: str = oauth.get("refresh_token") or credentials.QBO_REFRESH_TOKEN
             self.refresh_serial: int = int(oauth.get("refresh_serial", 0) or 0)
             self.access_tokens: dict[str, int] = dict(oauth.get("access_tokens") or {})
+            # authorization codes issued by /connect/oauth2: code -> {"redirect_uri", "expires"}
+            self.auth_codes: dict[str, dict] = dict(oauth.get("auth_codes") or {})
             self.replays: dict[str, list] = dict(sb.get("qbo_requests") or {})  # "realm|requestid" -> [status, body]
             # QBO deletions, for CDC: {"entity": "Invoice", "Id": "61", "LastUpdatedTime": "..."}
             self.qbo_deleted: list[dict] = list(sb.get("qbo_deleted") or [])
@@ -140,6 +142,7 @@ class SandboxState:
                         "refresh_token": self.refresh_token,
                         "refresh_serial": self.refresh_serial,
                         "access_tokens": dict(self.access_tokens),
+                        "auth_codes": dict(self.auth_codes),
                     },
                     "qbo_requests": dict(self.replays),
                     "qbo_deleted": list(self.qbo_deleted),
