@@ -192,6 +192,9 @@ def test_us_company_with_automated_sales_tax_on_taxable_lines(tmp_path: Path) ->
     assert record.status == "posted" and not record.total_mismatch
     assert record.expected_total == D("1237.50") and record.qbo_total_tax == D("109.83")
     assert record.qbo_total_amt == D("1347.33")
+    (row,) = [c.outcomes for c in month.run.clients if c.client_key == "acme"][0].to_dict("records")
+    assert (row["outcome"], row["qbo_total"], row["qbo_total_tax"], row["total_matches"]) == (
+        "posted", "1347.33", "109.83", True)
     zeta_inv = month.invoices["Zeta Nonprofit"]
     assert {line["SalesItemLineDetail"]["TaxCodeRef"]["value"] for line in sales_lines(zeta_inv)} == {"NON"}
     assert amount(zeta_inv["TotalAmt"]) == D("200.00") and amount(zeta_inv["TxnTaxDetail"]["TotalTax"]) == 0
@@ -324,5 +327,7 @@ def test_company_numbering_its_own_invoices(tmp_path: Path) -> None:
     record = posted(month, "acme")
     assert "DocNumber" not in record.payload()  # QuickBooks numbers it
     assert acme["DocNumber"] == "1001" == record.qbo_doc_number
+    (row,) = month.run.clients[0].outcomes.to_dict("records")
+    assert row["doc_number"] == "1001"  # the report names QuickBooks' number, not our fingerprint
     assert acme["PrivateNote"].startswith(record.key)
     assert amount(acme["TotalAmt"]) == D("1237.50")

@@ -286,6 +286,7 @@ class PostingStateMixin(LedgerMixinBase):
                     key=key, total_matches=not row["total_mismatch"], expected_total=expected,
                     qbo_total_amt=_dec(row["qbo_total_amt"]) or amt, entries_billed=int(billed),
                     already_posted=True, qbo_total_tax=_dec(row["qbo_total_tax"]),
+                    qbo_doc_number=row["qbo_doc_number"],
                 )
             elif row["status"] in ("posted", "drift"):
                 msg = f"QuickBooks holds two invoices for this key: Id {row['qbo_id']} (recorded) and Id {qbo_id}"
@@ -324,7 +325,7 @@ class PostingStateMixin(LedgerMixinBase):
                 result = PostedResult(
                     key=key, total_matches=matches, expected_total=expected, qbo_total_amt=amt,
                     entries_billed=int(updated.rowcount), double_billed_entries=double,
-                    qbo_total_tax=None if tax_text is None else tax,
+                    qbo_total_tax=None if tax_text is None else tax, qbo_doc_number=qbo_doc_number,
                 )
         if conflict is not None:
             log.error("%s", conflict)

@@ -78,6 +78,7 @@ class PostedResult:
     already_posted: bool = False  # the same QBO invoice was recorded before (idempotent repeat)
     double_billed_entries: dict[int, str] = field(default_factory=dict)  # entry -> other posted key
     qbo_total_tax: Decimal | None = None  # TxnTaxDetail.TotalTax (TotalAmt includes it)
+    qbo_doc_number: str | None = None  # QuickBooks' DocNumber (its own when it numbers invoices)
 
 
 @dataclass(frozen=True)
