@@ -436,14 +436,15 @@ _MANY_COMPANIES = ("several QuickBooks companies in one rules file are not suppo
                    "from its own rules file (QBO_REALM_ID names the company)")
 
 
-def _company_problems(data: dict[str, Any], clients: dict[str, ClientRules]) -> list[str]:
+def _company_problems(data: dict[str, Any], raw_clients: dict[Any, Any]) -> list[str]:
     """DESIGN §5 "Many QuickBooks companies" is not built yet: reject its keys by path rather than
-    ignore them (ignoring `company: uk` would bill a UK client from the US company)."""
+    ignore them (ignoring `company: uk` would bill a UK client from the US company). Read from the
+    raw file, so a client that fails validation otherwise is still told."""
     problems = []
     if data.get("companies") is not None:
         problems.append(f"companies: {_MANY_COMPANIES}")
-    for key, c in clients.items():
-        if c.company is not None:
+    for key, raw in raw_clients.items():
+        if isinstance(raw, dict) and raw.get("company") is not None:
             problems.append(f"clients.{key}.company: {_MANY_COMPANIES}")
     return problems
 
@@ -495,7 +496,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
     harvest_ids: dict[int, str] = {}
     for key in clients:
         problems += _semantic_problems(rules, key, harvest_ids)
-    problems += _company_problems(data, clients)
+    problems += _company_problems(data, raw_clients)
     if problems:
         raise RulesError(problems)
     assert head is not None

@@ -175,3 +175,17 @@ def test_rules_reject_several_companies_until_they_are_supported():
         parse_rules(yaml, "test")
     assert [p.split(":")[0] for p in exc.value.problems] == ["companies", "clients.acme.company"]
     assert all("not supported yet" in p for p in exc.value.problems)
+
+
+def test_rules_check_command_covers_the_company_keys(tmp_path, capsys):
+    from sync_pipelines import cli
+
+    good = tmp_path / "good.yaml"
+    good.write_text(GB_HEAD + GB_ACME + '    discount: {percent: 10}\n'
+                    '    qbo: {tax_code: "20.0% S", tax_codes_by_item: {Training: "0.0% Z"}, discount_item: "Discounts given"}\n')
+    assert cli.main(["rules", "check", str(good)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GB_HEAD + GB_ACME + "    company: uk\n    qbo: {taxable: sometimes}\n")
+    assert cli.main(["rules", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "clients.acme.qbo.taxable:" in err and "clients.acme.company: several QuickBooks companies" in err
