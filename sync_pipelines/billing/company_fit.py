@@ -32,17 +32,22 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
     """(invoices, lines) with the company's columns and holds (see the module docs)."""
     invoices = invoices.copy()
     lines = lines.copy()
-    lines["tax_code_ref"] = pd.Series([None] * len(lines), dtype=object, index=lines.index)
+    tax_refs: list[str | None] = [None] * len(lines)
     cols: dict[str, list] = {k: [] for k in ("expected_tax", "tax_calculation", "discount_item_name",
                                               "discount_item_id", "class_on")}
     statuses, reasons_out = [], []
-    for pos, inv in enumerate(invoices.to_dict("records")):
+    # one pass over the frame: per invoice, its lines' positions and the three fields read here
+    positions = lines.groupby("invoice_key", sort=False).indices if len(lines) else {}
+    detail_types = lines["detail_type"].tolist()
+    item_names = lines["item_name"].tolist()
+    amounts = lines["amount"].tolist()
+    for inv in invoices.to_dict("records"):
         key, ck = inv["invoice_key"], inv["client_key"]
         eff = rules.effective(ck)
         qbo = eff.qbo
         holds: list[str] = list(inv["hold_reasons"] or [])
-        mine = lines.index[lines["invoice_key"] == key]
-        rows = lines.loc[mine]
+        mine = positions.get(key, [])
+        rows = [{"detail_type": detail_types[i], "item_name": item_names[i], "amount": amounts[i]} for i in mine]
         cur = inv["currency"]
         p = f"clients.{ck}.qbo"
 
@@ -56,7 +61,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
         # discounts off: QuickBooks ignores a DiscountLineDetail, so the discount becomes a
         # negative line on an item the firm chose
         d_name = d_id = None
-        has_discount_line = bool((rows["detail_type"] == "DiscountLineDetail").any())
+        has_discount_line = any(r["detail_type"] == "DiscountLineDetail" for r in rows)
         if has_discount_line and not company.allow_discount:
             d_name = qbo.discount_item  # type: ignore[union-attr]
             if d_name is None:
@@ -100,7 +105,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
             base: dict[str, Decimal] = {}
             pct: dict[str, list[Decimal]] = {}
             missing: set[str] = set()
-            for row in rows.to_dict("records"):
+            for row in rows:
                 item = d_name if row["detail_type"] == "DiscountLineDetail" and d_name else row["item_name"]
                 name = by_item.get(item) if item else None
                 name = name or qbo.tax_code  # type: ignore[union-attr]
@@ -122,7 +127,8 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
                 holds.append(f"no tax code for {item}: QuickBooks in {company.country} needs one on every line "
                              f"(set {p}.tax_code or {p}.tax_codes_by_item)")
             expected_tax = expected_tax_amount(base, pct, calculation, cur)
-        lines.loc[mine, "tax_code_ref"] = pd.Series(codes, index=mine, dtype=object)
+        for i, code_ref in zip(mine, codes):
+            tax_refs[i] = code_ref
 
         holds = list(dict.fromkeys(holds))
         statuses.append("held" if holds else inv["status"])
@@ -130,6 +136,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
         for k, v in (("expected_tax", expected_tax), ("tax_calculation", calculation), ("discount_item_name", d_name),
                      ("discount_item_id", d_id), ("class_on", class_on)):
             cols[k].append(v)
+    lines["tax_code_ref"] = pd.Series(tax_refs, dtype=object, index=lines.index)
     invoices["status"] = statuses
     invoices["hold_reasons"] = pd.Series(reasons_out, dtype=object, index=invoices.index)
     for k, v in cols.items():
