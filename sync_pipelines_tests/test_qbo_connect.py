@@ -72,11 +72,18 @@ def test_connect_stores_a_working_refresh_token_and_supersedes_the_old_one(sandb
     oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], ledger.tokens, done.realm_id)
     with QuickBooksClient(env["QBO_BASE_URL"], done.realm_id, oauth) as qbo:
         assert qbo.company_info()["Country"] == "US"
-    # the code was single use: a replayed redirect cannot connect again
-    code_again = httpx.post(env["QBO_TOKEN_URL"], auth=(env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"]),
-                            data={"grant_type": "authorization_code", "code": "sbx-ac-not-issued",
-                                  "redirect_uri": q["redirect_uri"]})
-    assert code_again.status_code == 400 and code_again.json() == {"error": "invalid_grant"}
+    # the token call is audited by path only: no code, token or client secret in the audit rows
+    rows = ledger.audit_records()
+    assert any(r.path == "/oauth2/v1/tokens/bearer" and r.status == 200 for r in rows)
+    audit_text = repr(rows)
+    for secret in (stored.refresh_token.get_secret_value(), stored.access_token.get_secret_value(),
+                   env["QBO_CLIENT_SECRET"], "sbx-ac-"):
+        assert secret not in audit_text
+    # a code the authorize endpoint never issued is refused
+    forged = httpx.post(env["QBO_TOKEN_URL"], auth=(env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"]),
+                        data={"grant_type": "authorization_code", "code": "sbx-ac-not-issued",
+                              "redirect_uri": q["redirect_uri"]})
+    assert forged.status_code == 400 and forged.json() == {"error": "invalid_grant"}
 
 
 def test_a_redirect_for_another_company_or_without_our_state_stores_nothing(sandbox: SandboxServer, ledger: Ledger) -> None:
@@ -108,11 +115,19 @@ def test_authorize_endpoint_is_as_strict_as_intuits(sandbox: SandboxServer) -> N
     for bad, error in (({"scope": "openid"}, "invalid_scope"), ({"response_type": "token"}, "unsupported_response_type")):
         r = httpx.get(base, params={**ok, **bad})
         assert r.status_code == 302 and f"error={error}" in r.headers["location"]
-    # a code is bound to its redirect URI
-    token = httpx.post(sandbox.env()["QBO_TOKEN_URL"], auth=(ok["client_id"], sandbox.env()["QBO_CLIENT_SECRET"]),
-                       data={"grant_type": "authorization_code", "code": loc["code"],
-                             "redirect_uri": "http://127.0.0.1:10/callback"})
-    assert token.status_code == 400 and token.json() == {"error": "invalid_grant"}
+    # a code is bound to its redirect URI, and single use
+    def exchange(code: str, redirect_uri: str) -> httpx.Response:
+        return httpx.post(sandbox.env()["QBO_TOKEN_URL"], auth=(ok["client_id"], sandbox.env()["QBO_CLIENT_SECRET"]),
+                          data={"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri})
+
+    wrong = exchange(loc["code"], "http://127.0.0.1:10/callback")
+    assert wrong.status_code == 400 and wrong.json() == {"error": "invalid_grant"}
+    r = httpx.get(base, params={**ok, "state": "s2"})
+    code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+    first = exchange(code, ok["redirect_uri"])
+    assert first.status_code == 200 and first.json()["refresh_token"] and first.json()["x_refresh_token_expires_in"]
+    again = exchange(code, ok["redirect_uri"])
+    assert again.status_code == 400 and again.json() == {"error": "invalid_grant"}
 
 
 def test_status_shows_expiry_and_never_a_token(sandbox: SandboxServer, ledger: Ledger, tmp_path, monkeypatch, capsys) -> None:
