@@ -8,7 +8,7 @@ can be fitted is (the tax code on each line, the discount as a negative line on 
 on the invoice or its lines); what cannot holds the invoice with the reason.
 
 Adds to ``result.lines``: ``tax_code_ref`` (the TaxCodeRef value for the line, None when the
-company takes none). Adds to ``result.invoices``: ``expected_tax`` (our estimate from the codes'
+company takes none: a US company without sales tax). Adds to ``result.invoices``: ``expected_tax`` (our estimate from the codes'
 sales rates; None when QuickBooks' Automated Sales Tax decides), ``tax_calculation`` (the
 GlobalTaxCalculation sent, None for US companies), ``discount_item_name`` / ``discount_item_id``
 (discounts off: the item carrying the negative discount line), ``class_on`` (``txn`` | ``line`` |
@@ -97,7 +97,9 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
             elif taxable and not company.automated_sales_tax:
                 holds.append("this QuickBooks company uses manual sales tax (no Automated Sales Tax); taxable "
                              "invoices need a transaction tax code, which sync_pipelines does not send yet")
-            codes = [US_TAXABLE if taxable else US_NON_TAXABLE] * len(rows)
+            # Without sales tax set up the codes mean nothing to QuickBooks; leaving them out keeps
+            # the payload of such a company what it was before companies were read (no drift).
+            codes = [US_TAXABLE if taxable else US_NON_TAXABLE] * len(rows) if company.using_sales_tax else [None] * len(rows)
             expected_tax = None if taxable else Decimal(0)
         else:
             calculation = rules.firm.tax.calculation

@@ -101,6 +101,8 @@ def test_us_lines_are_tax_or_non_and_manual_sales_tax_holds_taxable_invoices():
     _, inv, body = _price(ACME, ast)
     assert {line["SalesItemLineDetail"]["TaxCodeRef"]["value"] for line in body["Line"]} == {"NON"}
     assert inv["expected_tax"] == 0
+    _, inv, body = _price(ACME, US)  # no sales tax in the company: no codes sent at all
+    assert all("TaxCodeRef" not in line["SalesItemLineDetail"] for line in body["Line"])
     _, inv, _ = _price(ACME + "    qbo: {taxable: true}\n", replace(US, using_sales_tax=True))
     assert inv["status"] == "held" and "manual sales tax" in inv["hold_reasons"][0]
     _, inv, _ = _price(ACME + '    qbo: {tax_code: "20.0% S"}\n', US)
