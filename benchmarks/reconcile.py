@@ -1,5 +1,6 @@
 """Benchmark of the billing engine: `.venv/bin/python benchmarks/reconcile.py [--entries N --clients C
---reference-entries M --repeat R]` (defaults 1,000,000 / 1,000 / 100,000 / 3).
+--reference-entries M --repeat R] [--company us]` (defaults 1,000,000 / 1,000 / 100,000 / 3; `--company us`
+fits every draft to a US multicurrency QuickBooks company, as the Dagster assets do).
 
 Synthesises the engine's input frames directly (numpy/pandas, no sandbox): N time entries over C
 clients with a realistic rules file (dated, task, person and project rates; every line detail
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sync_pipelines.billing import BillingHistory, parse_rules, price_month
+from sync_pipelines.billing.company import QboCompany
 from sync_pipelines.billing.reference import reference_price
 
 TASKS = ["Design", "Development", "Meetings", "QA", "Project management", "Research", "Support", "Training",
@@ -169,7 +171,12 @@ def main() -> None:
     ap.add_argument("--reference-entries", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--company", choices=["none", "us"], default="none",
+                    help="us: fit the drafts to a US multicurrency company (billing/company_fit.py)")
     args = ap.parse_args()
+    company = None if args.company == "none" else QboCompany(
+        realm_id="9130", country="US", home_currency="USD", multicurrency=True, allow_discount=True,
+        custom_txn_numbers=True, class_per_txn=False, class_per_line=True)
 
     t0 = time.perf_counter()
     rules = parse_rules(make_rules(args.clients, args.seed), "benchmark")
@@ -180,7 +187,7 @@ def main() -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def run(frame: pd.DataFrame):  # noqa: ANN202
-        return price_month(rules, PERIOD, frame, deals, catalog, history, "9130")
+        return price_month(rules, PERIOD, frame, deals, catalog, history, "9130", company=company)
 
     wall, cpu, result = timed(lambda: run(entries), args.repeat)
     phases = ", ".join(f"{k} {v:.2f}" for k, v in result.extras["timings"].items())
@@ -216,7 +223,7 @@ def main() -> None:
     billed = int((result.entries["status"] == "billed").sum())
     total_usd = sum((t for t, c in zip(inv["total"], inv["currency"]) if c == "USD"), start=0)
     print(f"""
-### Billing engine benchmark (`python benchmarks/reconcile.py --entries {args.entries} --clients {args.clients}`)
+### Billing engine benchmark (`python benchmarks/reconcile.py --entries {args.entries} --clients {args.clients} --company {args.company}`)
 
 | measure | value |
 |---|---|

@@ -10,6 +10,8 @@
     sync-pipelines demo [--dir .demo] [--ui [--ui-port 3000]]
     sync-pipelines webhooks serve [--host 127.0.0.1 --port 8787]
     sync-pipelines serve [--sandbox] [--port 3000] [--webhooks-port 8787] [--dir .demo]
+    sync-pipelines qbo connect [--port N] [--no-browser]
+    sync-pipelines qbo status
 
 `bill` exits 0 when every invoice is posted or already posted, 3 when the run completed but
 some invoices are held (or drifted), 1 on failure.
@@ -75,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     reissue = ledger_sub.add_parser(
         "reissue", help="after a void in QuickBooks: record it and bill the client's month as the next generation")
     reissue.add_argument("key", help="the voided invoice's key")
+
+    qbo = sub.add_parser("qbo", help="the QuickBooks company connection")
+    qbo_sub = qbo.add_subparsers(dest="qbo_command", required=True)
+    connect = qbo_sub.add_parser(
+        "connect", help="connect a QuickBooks company (OAuth in the browser); stores the refresh token in the ledger")
+    connect.add_argument("--port", type=int, default=0,
+                         help="loopback port for Intuit's redirect (register http://127.0.0.1:PORT/callback "
+                              "as a redirect URI of your Intuit app; default: any free port)")
+    connect.add_argument("--no-browser", action="store_true", help="only print the URL")
+    qbo_sub.add_parser("status", help="each connected company and when its tokens expire (never a token)")
 
     demo = sub.add_parser("demo", help="generate data, serve the sandbox, bill last month, print the invoices")
     demo.add_argument("--dir", type=Path, default=Path(".demo"))
@@ -159,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         from sync_pipelines.commands.ledger_status import print_status
 
         return print_status(month=args.month, client=args.client)
+
+    if args.command == "qbo":
+        from sync_pipelines.commands.qbo_connect import connect_main, status_main
+
+        if args.qbo_command == "connect":
+            return connect_main(port=args.port, open_browser=not args.no_browser)
+        return status_main()
 
     if args.command == "demo":
         from sync_pipelines.commands.demo import run_demo

@@ -17,6 +17,8 @@ DEFAULTS: dict[str, str] = {
     "HUBSPOT_BASE_URL": "https://api.hubapi.com",
     "QBO_BASE_URL": "https://quickbooks.api.intuit.com",
     "QBO_TOKEN_URL": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    # where `sync-pipelines qbo connect` sends the user to consent (Intuit's authorize endpoint)
+    "QBO_AUTHORIZE_URL": "https://appcenter.intuit.com/connect/oauth2",
 }
 
 # Secrets: only ever handed to dg.EnvVar, never read into metadata or logs.

@@ -52,7 +52,7 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
     groups = {name: spec.group_name for name, spec in specs.items()}
     assert groups == {
         "harvest_time_entries": "extract", "hubspot_deals": "extract", "hubspot_deal_line_items": "extract",
-        "qbo_catalog": "extract",
+        "qbo_catalog": "extract", "qbo_company": "extract",
         "qbo_existing_invoices": "extract", "billing_rules": "extract",
         "unassigned_time": "billing", "billable_entries": "billing", "invoice_drafts": "billing",
         "qbo_invoices": "posting", "reconciliation_report": "posting", "crm_write_back": "posting",
@@ -64,7 +64,8 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
     assert parents["qbo_invoices"] == {"invoice_drafts"}
     assert "billable_entries" in parents["invoice_drafts"]
     assert parents["billable_entries"] == {
-        "harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "billing_rules"}
+        "harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "qbo_company",
+        "billing_rules"}
     assert {"billable_entries", "qbo_invoices", "qbo_existing_invoices"} <= parents["reconciliation_report"]
 
 

@@ -19,6 +19,8 @@ import pandas as pd
 from sync_pipelines import money
 from sync_pipelines.billing import keys as keymod
 from sync_pipelines.billing.catalog import Catalog
+from sync_pipelines.billing.company import QboCompany
+from sync_pipelines.billing.company_fit import fit_to_company
 from sync_pipelines.billing.deals import ProjectTerms, project_terms
 from sync_pipelines.billing.grouping import group_key
 from sync_pipelines.billing.history import BillingHistory
@@ -77,6 +79,9 @@ class BillingResult:
     invoices: pd.DataFrame
     rules_source: str = "<rules>"
     extras: dict = field(default_factory=dict)
+    # The QuickBooks company the drafts were fitted to (None: priced without reading it, the
+    # payload then assumes a US company with every setting on; tests of pricing only).
+    company: QboCompany | None = None
 
     def invoice(self, invoice_key: str) -> dict:
         rows = self.invoices[self.invoices["invoice_key"] == invoice_key]
@@ -114,6 +119,7 @@ def price_month(
     realm_id: str = "",
     clients: list[str] | None = None,
     line_items: pd.DataFrame | None = None,
+    company: QboCompany | None = None,
 ) -> BillingResult:
     """Price one month (DESIGN §5) for every rules client, or only `clients`.
 
@@ -451,9 +457,12 @@ def price_month(
             lines_out = lines_out.assign(_o=lines_out["invoice_key"].map(order)).sort_values(
                 ["_o", "line_no"], kind="stable").drop(columns="_o").reset_index(drop=True)
         clock.mark("line_items")
+    if company is not None:
+        invoices_out, lines_out = fit_to_company(invoices_out, lines_out, rules, company, ctx.catalog)
+        clock.mark("company")
     return BillingResult(period=period, realm_id=realm_id, home_currency=rules.firm.home_currency, entries=out,
                          lines=lines_out, invoices=invoices_out, rules_source=rules.source,
-                         extras=extras)
+                         extras=extras, company=company)
 
 
 class _Clock:

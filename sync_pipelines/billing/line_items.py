@@ -25,10 +25,12 @@ from sync_pipelines.billing.catalog import Catalog
 from sync_pipelines.billing.deals import cell_decimal, cell_text, deal_date
 from sync_pipelines.billing.describe import MAX_DESCRIPTION, hours
 from sync_pipelines.billing.history import BillingHistory
+from sync_pipelines.billing.line_item_net import NetLine, net_line
 from sync_pipelines.billing.rules import ClientRules, RulesFile
 
 #: Columns of the `deal_line_items` frame (docs/architecture.md "Frames").
-LINE_ITEM_COLUMNS = ["deal_id", "line_item_id", "name", "sku", "price", "quantity"]
+LINE_ITEM_COLUMNS = ["deal_id", "line_item_id", "name", "sku", "price", "quantity", "amount", "hs_discount_percentage",
+                     "discount"]
 
 #: Columns of `BillingResult.extras["line_item_deals"]`.
 REPORT_COLUMNS = ["deal_id", "dealname", "company_id", "stage_date", "client_key", "status", "reason", "invoice_key"]
@@ -177,6 +179,9 @@ def _invoice(rules: RulesFile, period: str, start: date, end: date, catalog: Cat
              ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     cur: str = e.currency  # type: ignore[assignment]
     holds: list[str] = []
+    deal_currency = cell_text(deal.get("deal_currency_code"))
+    if deal_currency is not None and deal_currency.upper() != cur:
+        holds.append(f"deal {did} is in {deal_currency} (deal_currency_code), the client's currency is {cur}")
     class_name = e.qbo.class_  # type: ignore[union-attr]
     class_id = None
     if class_name:
@@ -204,6 +209,12 @@ def _invoice(rules: RulesFile, period: str, start: date, end: date, catalog: Cat
             priced = False
             qty, price = qty if qty is not None else Decimal(0), price if price is not None else Decimal(0)
         amount = money.quantize(qty * price, cur) if priced else Decimal(0).quantize(money.quantum(cur))
+        explanation = None
+        if priced:
+            net = _net(li, price, qty, cur, f"deal {did} line item {li_id}")
+            if net.problem:
+                holds.append(net.problem)
+            qty, price, amount, explanation = net.qty, net.unit_price, net.amount, net.explanation
         ref = (catalog.find("Item", sku) if sku else None) or (catalog.find("Item", name) if name else None) \
             or (catalog.find_by_sku(sku) if sku else None)
         if ref is None and not unreadable:
@@ -212,6 +223,8 @@ def _invoice(rules: RulesFile, period: str, start: date, end: date, catalog: Cat
         elif ref is not None and not ref.active:
             holds.append(f"QuickBooks item {ref.name!r} is inactive (deal {did} line item {li_id})")
         desc = name or sku or f"Line item {li_id}"
+        if explanation:
+            desc = f"{desc} ({explanation})"
         rows.append({
             "invoice_key": key, "client_key": ck, "group_key": gk, "line_no": n, "kind": "line_item",
             "detail_type": "SalesItemLineDetail",
@@ -258,6 +271,19 @@ def _invoice(rules: RulesFile, period: str, start: date, end: date, catalog: Cat
         "retainer_used_hours": None, "retainer_carry_forward_hours": None, "project_totals": {},
     }
     return rows, inv
+
+
+def _net(li: dict[str, Any], price: Decimal, qty: Decimal, cur: str, where: str) -> NetLine:
+    """The line item's net line; a discount or amount that is not a number holds the invoice."""
+    values: dict[str, Decimal | None] = {}
+    for key in ("hs_discount_percentage", "discount", "amount"):
+        try:
+            values[key] = cell_decimal(li.get(key))
+        except ValueError:
+            return NetLine(qty, price, money.quantize(qty * price, cur), None,
+                           f"{where}: {key} {cell_text(li.get(key))!r} is not a number")
+    return net_line(price, qty, percent=values["hs_discount_percentage"], unit_discount=values["discount"],
+                    amount=values["amount"], currency=cur, where=where)
 
 
 def _sort_id(v: str | None) -> int:

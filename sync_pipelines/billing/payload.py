@@ -29,40 +29,69 @@ def _ref(value: str | None, name: str | None) -> dict[str, str]:
 
 
 def invoice_payload(result: BillingResult, invoice_key: str, customer_ref: dict) -> dict[str, Any]:
-    """The Invoice create body for `invoice_key`.
+    """The Invoice create body for `invoice_key`, fitted to ``result.company`` (DESIGN §5).
 
     `customer_ref` is the QBO reference of the customer found or created by DisplayName, e.g.
     ``{"value": "58", "name": "Acme Corp"}``. A held invoice builds too (the ledger records what
     would have been sent) but must never be posted: references QuickBooks does not know are
     left without a `value`.
+
+    The company decides: ``CurrencyRef`` on every invoice when multicurrency is on (Intuit: it
+    "must be defined if multicurrency is enabled"); no ``DocNumber`` when QuickBooks numbers the
+    invoices (CustomTxnNumbers off: a sent value "can lead to unwanted duplicates"; the
+    PrivateNote keeps the fingerprint); ``ClassRef`` on the invoice or on each line by the
+    class-tracking mode; the discount as a negative line on ``qbo.discount_item`` when discounts
+    are off (QuickBooks ignores a DiscountLineDetail then); ``TaxCodeRef`` on every line and,
+    outside the US, ``GlobalTaxCalculation``.
     """
+    company = result.company
     inv = result.invoice(invoice_key)
     lines = result.invoice_lines(invoice_key)
     body: dict[str, Any] = {
         "CustomerRef": dict(customer_ref),
         "TxnDate": inv["txn_date"].isoformat(),
-        "DocNumber": inv["doc_number"],
-        "PrivateNote": private_note(invoice_key),
     }
-    if inv["currency"] != result.home_currency:
+    if company is None or company.custom_txn_numbers:
+        body["DocNumber"] = inv["doc_number"]
+    body["PrivateNote"] = private_note(invoice_key)
+    if inv["currency"] != result.home_currency or (company is not None and company.multicurrency):
         body["CurrencyRef"] = {"value": inv["currency"]}
     if inv["memo"]:
         body["CustomerMemo"] = {"value": inv["memo"]}
     if inv["terms_name"]:
         body["SalesTermRef"] = _ref(inv["terms_id"], inv["terms_name"])
+    class_on = inv.get("class_on") if company is not None else "line"
+    if class_on == "txn" and inv["class_name"]:
+        body["ClassRef"] = _ref(inv["class_id"], inv["class_name"])
+    if company is not None and inv.get("tax_calculation"):
+        body["GlobalTaxCalculation"] = inv["tax_calculation"]
+    discount_as_item = company is not None and not company.allow_discount
     out_lines: list[dict[str, Any]] = []
     for row in lines.to_dict("records"):
+        tax_ref = row.get("tax_code_ref")
         line: dict[str, Any] = {
             "LineNum": int(row["line_no"]),
             "Amount": row["amount"],
             "Description": row["description"],
             "DetailType": row["detail_type"],
         }
-        if row["detail_type"] == "DiscountLineDetail":
+        if row["detail_type"] == "DiscountLineDetail" and discount_as_item:
+            line["Amount"] = -row["amount"]
+            line["DetailType"] = "SalesItemLineDetail"
+            detail: dict[str, Any] = {"ItemRef": _ref(inv.get("discount_item_id"), inv.get("discount_item_name")),
+                                      "ServiceDate": inv["service_end"].isoformat()}
+            if class_on == "line" and inv["class_name"]:
+                detail["ClassRef"] = _ref(inv["class_id"], inv["class_name"])
+            if tax_ref:
+                detail["TaxCodeRef"] = {"value": tax_ref}
+            line["SalesItemLineDetail"] = detail
+        elif row["detail_type"] == "DiscountLineDetail":
             pct = row["discount_percent"]
-            detail: dict[str, Any] = {"PercentBased": pct is not None}
+            detail = {"PercentBased": pct is not None}
             if pct is not None:
                 detail["DiscountPercent"] = pct
+            if tax_ref and company is not None and not company.is_us:
+                detail["TaxCodeRef"] = {"value": tax_ref}
             line["DiscountLineDetail"] = detail
         else:
             detail = {
@@ -71,8 +100,10 @@ def invoice_payload(result: BillingResult, invoice_key: str, customer_ref: dict)
                 "UnitPrice": row["unit_price"],
                 "ServiceDate": row["service_date"].isoformat(),
             }
-            if row["class_name"]:
+            if row["class_name"] and class_on == "line":
                 detail["ClassRef"] = _ref(row["class_id"], row["class_name"])
+            if tax_ref:
+                detail["TaxCodeRef"] = {"value": tax_ref}
             line["SalesItemLineDetail"] = detail
         out_lines.append(line)
     body["Line"] = out_lines

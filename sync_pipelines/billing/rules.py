@@ -141,6 +141,13 @@ class QboSettings(_Model):
     items_by_task: dict[str, str] | None = None
     class_: str | None = Field(default=None, alias="class")
     terms: str | None = None
+    # Fitting the QuickBooks company (DESIGN §5 "The QuickBooks company is read"): US companies
+    # mark each line TAX/NON by `taxable`; every other country names a TaxCode per line.
+    taxable: bool | None = None
+    tax_code: str | None = Field(default=None, min_length=1)
+    tax_codes_by_item: dict[str, Annotated[str, Field(min_length=1)]] | None = None
+    # The item that carries the discount as a negative line when the company has discounts off.
+    discount_item: str | None = Field(default=None, min_length=1)
 
 
 class ClientRules(_Model):
@@ -157,6 +164,9 @@ class ClientRules(_Model):
     retainer: Retainer | None = None
     invoice: InvoiceSettings | None = None
     qbo: QboSettings | None = None
+    # Several QuickBooks companies per rules file are not supported yet: `_company_problems`
+    # rejects the key by path instead of billing the client in the wrong company.
+    company: Any = None
 
     @field_validator("currency")
     @classmethod
@@ -170,9 +180,16 @@ class ClientRules(_Model):
         return v.upper()
 
 
+class FirmTax(_Model):
+    """How a non-US QuickBooks company applies tax to our line amounts (Invoice.GlobalTaxCalculation)."""
+
+    calculation: Literal["TaxExcluded", "TaxInclusive", "NotApplicable"] = "TaxExcluded"
+
+
 class Firm(_Model):
     timezone: str = "UTC"
     home_currency: str = "USD"
+    tax: FirmTax = FirmTax()
 
     @field_validator("timezone")
     @classmethod
@@ -236,6 +253,7 @@ class RulesFile(_Model):
     firm: Firm = Firm()
     defaults: Defaults = Defaults()
     hubspot: HubSpotSettings | None = None  # None: no invoices from deal line items
+    companies: Any = None  # see ClientRules.company: rejected until several companies are supported
     clients: dict[str, ClientRules] = Field(default_factory=dict)
     source: str = Field(default="<rules>", exclude=True)
 
@@ -269,6 +287,7 @@ class RulesFile(_Model):
                 break
         qbo["terms"] = terms
         qbo.setdefault("items_by_task", {})
+        qbo.setdefault("tax_codes_by_item", {})
         if "class_" in qbo:
             qbo["class"] = qbo.pop("class_")
         return c.model_copy(
@@ -413,6 +432,23 @@ def _semantic_problems(rules: RulesFile, key: str, harvest_ids: dict[int, str]) 
     return problems
 
 
+_MANY_COMPANIES = ("several QuickBooks companies in one rules file are not supported yet; bill each company "
+                   "from its own rules file (QBO_REALM_ID names the company)")
+
+
+def _company_problems(data: dict[str, Any], raw_clients: dict[Any, Any]) -> list[str]:
+    """DESIGN §5 "Many QuickBooks companies" is not built yet: reject its keys by path rather than
+    ignore them (ignoring `company: uk` would bill a UK client from the US company). Read from the
+    raw file, so a client that fails validation otherwise is still told."""
+    problems = []
+    if data.get("companies") is not None:
+        problems.append(f"companies: {_MANY_COMPANIES}")
+    for key, raw in raw_clients.items():
+        if isinstance(raw, dict) and raw.get("company") is not None:
+            problems.append(f"clients.{key}.company: {_MANY_COMPANIES}")
+    return problems
+
+
 def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
     """Parse and validate rules YAML. Raises RulesError listing every problem by path."""
     data, problems = load_yaml(text)
@@ -460,6 +496,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
     harvest_ids: dict[int, str] = {}
     for key in clients:
         problems += _semantic_problems(rules, key, harvest_ids)
+    problems += _company_problems(data, raw_clients)
     if problems:
         raise RulesError(problems)
     assert head is not None

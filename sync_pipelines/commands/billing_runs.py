@@ -185,7 +185,9 @@ def write_dry_run(run: BillingRun, out_dir: Path, *, definitions: dg.Definitions
             name = f"{inv['doc_number']}{'.HELD' if inv['status'] == 'held' else ''}.json"
             (out_dir / name).write_text(money.dumps(payload, sort_keys=True, indent=2) + "\n")
             same_customer = existing[existing["customer_name"] == inv["customer_name"]]
-            ours = same_customer[same_customer["doc_number"] == inv["doc_number"]]
+            # ours by DocNumber, or by the PrivateNote fingerprint when QuickBooks numbers invoices
+            ours = same_customer[(same_customer["doc_number"] == inv["doc_number"])
+                                 | (same_customer["private_note"] == inv["payload"].get("PrivateNote"))]
             if len(ours):
                 change = "unchanged" if Decimal(str(ours.iloc[0]["total"])) == Decimal(str(inv["total"])) else "changed"
             else:

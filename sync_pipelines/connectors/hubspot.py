@@ -48,7 +48,8 @@ DEFAULT_COMPANY_TYPE_ID = 341
 ASSOC_BATCH = 100
 WINDOW_PROPERTY = "hs_lastmodifieddate"
 BATCH_READ = 100
-LINE_ITEM_PROPERTIES = ["name", "hs_sku", "price", "quantity", "amount", "hs_product_id"]
+LINE_ITEM_PROPERTIES = ["name", "hs_sku", "price", "quantity", "amount", "hs_discount_percentage", "discount",
+                        "hs_product_id"]
 
 
 def _hubspot_error(response: httpx.Response, body: Any) -> ErrorInfo:
@@ -392,7 +393,7 @@ class HubSpotClient(ApiClient):
            ``paging.next.after`` until absent) when the batch endpoint is missing (404/405) or a
            deal's associations span several pages;
         2. the line items: ``POST /crm/v3/objects/line_items/batch/read`` (100 ids per call) with
-           ``name, hs_sku, price, quantity, amount, hs_product_id``.
+           ``name, hs_sku, price, quantity, amount, hs_discount_percentage, discount, hs_product_id``.
 
         Malformed line items go to ``.rejected`` with their raw JSON; ids associated but not
         returned are listed in ``.missing``. Records are in (deal id, line item id) order.

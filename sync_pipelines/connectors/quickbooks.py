@@ -49,7 +49,7 @@ from .http import (
     parse_records,
     quickbooks_limiter,
 )
-from .quickbooks_models import ENTITY_MODELS, Class, Customer, Item, Term
+from .quickbooks_models import ENTITY_MODELS, Class, Customer, Item, TaxCode, TaxRate, Term
 
 SYSTEM = "quickbooks"
 OAUTH_SYSTEM = "quickbooks-oauth"
@@ -308,6 +308,22 @@ class QboOAuth:
     def _exchange(self, refresh_token: SecretStr, previous: TokenSet | None) -> TokenSet:
         secret = refresh_token.get_secret_value()
         self._http.add_secret(secret)
+        return self._token_request({"grant_type": "refresh_token", "refresh_token": secret}, keep_refresh=secret)
+
+    def exchange_authorization_code(self, code: str, redirect_uri: str) -> TokenSet:
+        """The OAuth 2.0 authorization-code grant (``sync-pipelines qbo connect``): the code the
+        user's consent redirected back, for this realm's first tokens. Saved in the store before
+        it is returned. A refused code (used, expired, another redirect URI) raises
+        ``QboReconnectRequired``: start the connection again."""
+        self._http.add_secret(code)
+        with self._local, self._lock():
+            fresh = self._token_request(
+                {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}, keep_refresh=None)
+            self.store.save(self.realm_id, fresh)
+            self._cached = fresh
+        return fresh
+
+    def _token_request(self, data: dict[str, str], keep_refresh: str | None) -> TokenSet:
         basic = base64.b64encode(
             f"{self.client_id}:{self._client_secret.get_secret_value()}".encode()
         ).decode("ascii")
@@ -317,7 +333,7 @@ class QboOAuth:
                 self.token_url,
                 headers={"Authorization": f"Basic {basic}",
                          "Content-Type": "application/x-www-form-urlencoded"},
-                data={"grant_type": "refresh_token", "refresh_token": secret},
+                data=data,
             )
         except ApiError as exc:
             if exc.status == 400 and (exc.code == "invalid_grant" or "invalid_grant" in str(exc.api_message or "")):
@@ -331,7 +347,10 @@ class QboOAuth:
         now = self._now()
         expires_in = int(body.get("expires_in") or 3600)
         refresh_expires = body.get("x_refresh_token_expires_in")
-        new_refresh = body.get("refresh_token") or secret
+        new_refresh = body.get("refresh_token") or keep_refresh
+        if not new_refresh:
+            raise ApiAuthError(OAUTH_SYSTEM, "POST", self._token_path, response.status_code,
+                               api_message="token response has no refresh_token")
         ts = TokenSet(
             refresh_token=str(new_refresh),
             access_token=str(body["access_token"]),
@@ -576,6 +595,36 @@ class QuickBooksClient(ApiClient):
             if row.get("DocNumber") == doc_number:
                 return row
         return rows[0] if rows else None
+
+    def find_invoice_by_private_note(self, customer_id: str, txn_date: str, private_note: str) -> dict[str, Any] | None:
+        """Our invoice by its PrivateNote fingerprint. PrivateNote is not filterable in QuickBooks
+        queries, so this reads the customer's invoices of that TxnDate (both filterable) and
+        matches the note exactly here."""
+        rows = self.query_all("Invoice", f"CustomerRef = {quote(customer_id)} AND TxnDate = {quote(txn_date)}")
+        for row in rows:
+            if row.get("PrivateNote") == private_note:
+                return row
+        return None
+
+    # -- the company's settings (DESIGN §5 "The QuickBooks company is read, never assumed")
+    def preferences(self) -> dict[str, Any]:
+        """``GET .../preferences``: the company's Preferences entity."""
+        data, _ = self._request("GET", "/preferences")
+        return _entity(data, "Preferences", self._prefix + "/preferences")
+
+    def company_info(self) -> dict[str, Any]:
+        """``GET .../companyinfo/{realm}``: the CompanyInfo entity (``Country``)."""
+        data, _ = self._request("GET", f"/companyinfo/{self.realm_id}")
+        return _entity(data, "CompanyInfo", self._prefix + "/companyinfo")
+
+    def list_tax_codes(self) -> FetchResult[TaxCode]:
+        """Every TaxCode, active and inactive, validated (malformed -> rejected)."""
+        rows = self.query_all("TaxCode", "Active IN (true,false)")
+        return parse_records(TaxCode, rows, system=SYSTEM, entity="TaxCode", id_field="Id")
+
+    def list_tax_rates(self) -> FetchResult[TaxRate]:
+        rows = self.query_all("TaxRate", "Active IN (true,false)")
+        return parse_records(TaxRate, rows, system=SYSTEM, entity="TaxRate", id_field="Id")
 
     def get_invoice(self, invoice_id: str) -> dict[str, Any]:
         data, _ = self._request("GET", f"/invoice/{invoice_id}")

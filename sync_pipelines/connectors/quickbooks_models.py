@@ -88,3 +88,48 @@ class Term(_Entity):
 
 
 ENTITY_MODELS: dict[str, type[_Entity]] = {"Customer": Customer, "Item": Item, "Class": Class, "Term": Term}
+
+
+class TaxRateRef(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    TaxRateRef: Ref
+    TaxTypeApplicable: str | None = None
+    TaxOrder: int | None = None
+
+
+class TaxRateList(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    TaxRateDetail: list[TaxRateRef] = []
+
+
+class TaxCode(_Entity):
+    """A sales tax code; ``SalesTaxRateList`` points at the TaxRate entities it charges."""
+
+    Name: str
+    Taxable: bool | None = None
+    TaxGroup: bool | None = None
+    SalesTaxRateList: TaxRateList | None = None
+
+    @property
+    def name(self) -> str:
+        return self.Name
+
+
+class TaxRate(_Entity):
+    """A tax rate; ``RateValue`` is a percentage (20 = 20 %), parsed as a Decimal."""
+
+    Name: str
+    RateValue: Decimal | None = None
+
+    @field_validator("RateValue", mode="before")
+    @classmethod
+    def _no_float(cls, v: object) -> object:
+        if isinstance(v, float):
+            raise ValueError(f"RateValue {v!r} arrived as a binary float")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.Name

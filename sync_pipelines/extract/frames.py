@@ -58,13 +58,14 @@ DEAL_COLUMNS: dict[str, Any] = {
     "billing_not_to_exceed": STR,
     "po_number": STR,
     "company_id": STR,
+    "deal_currency_code": STR,
 }
 
 #: HubSpot properties to request for :func:`deals_frame`.
 DEAL_PROPERTIES: list[str] = [
     "dealname", "dealstage", "pipeline", "closedate", "createdate", "hs_lastmodifieddate",
     "harvest_project_id", "billing_hourly_rate", "billing_discount_percent", "billing_not_to_exceed",
-    "po_number",
+    "po_number", "deal_currency_code",
 ]
 
 LINE_ITEM_COLUMNS: dict[str, Any] = {
@@ -74,6 +75,11 @@ LINE_ITEM_COLUMNS: dict[str, Any] = {
     "sku": STR,
     "price": STR,
     "quantity": STR,
+    # the line item's net (DESIGN §5 "Deal line items bill their net"): `amount` after the
+    # percentage or per-unit discount, all Decimal text as HubSpot sends them
+    "amount": STR,
+    "hs_discount_percentage": STR,
+    "discount": STR,
 }
 
 CATALOG_COLUMNS: dict[str, Any] = {
@@ -182,6 +188,7 @@ def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.Dat
             "billing_not_to_exceed": _strip(d.prop("billing_not_to_exceed")),
             "po_number": d.prop("po_number"),
             "company_id": company_ids.get(d.id),
+            "deal_currency_code": _strip(d.prop("deal_currency_code")),
         })
     return _frame(rows, DEAL_COLUMNS)
 
@@ -205,10 +212,14 @@ def line_items_frame(records: Iterable[DealLineItem],
             "sku": _strip(li.sku),
             "price": _strip(li.price),
             "quantity": _strip(li.quantity),
+            "amount": _strip(li.prop("amount")),
+            "hs_discount_percentage": _strip(li.prop("hs_discount_percentage")),
+            "discount": _strip(li.prop("discount")),
         })
     for deal_id, li_id in unreadable:
         rows.append({"deal_id": str(deal_id), "line_item_id": str(li_id), "name": None, "sku": None,
-                     "price": None, "quantity": None})
+                     "price": None, "quantity": None, "amount": None, "hs_discount_percentage": None,
+                     "discount": None})
     return _frame(rows, LINE_ITEM_COLUMNS)
 
 

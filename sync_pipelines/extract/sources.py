@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from sync_pipelines import money
+from sync_pipelines.billing.company import QboCompany, company_from_qbo
 from sync_pipelines.connectors.http import Rejected
 
 from .frames import (
@@ -95,3 +96,17 @@ def qbo_catalog(client: QuickBooksClient) -> tuple[pd.DataFrame, pd.DataFrame]:
     parts = [client.list_customers(), client.list_items(), client.list_classes(), client.list_terms()]
     frame = catalog_frame(*(p.records for p in parts))
     return frame, rejected_frame([r for p in parts for r in p.rejected])
+
+
+def qbo_company(client: QuickBooksClient) -> tuple[QboCompany, pd.DataFrame]:
+    """The company's settings and tax codes (DESIGN §5); malformed tax records are quarantined.
+
+    A tax code whose record was rejected is simply unknown, so a client that names it is held
+    rather than invoiced with a guessed rate.
+    """
+    codes, rates = client.list_tax_codes(), client.list_tax_rates()
+    company = company_from_qbo(
+        client.realm_id, client.preferences(), client.company_info(),
+        [c.model_dump(mode="python") for c in codes.records], [r.model_dump(mode="python") for r in rates.records],
+    )
+    return company, rejected_frame([*codes.rejected, *rates.rejected])

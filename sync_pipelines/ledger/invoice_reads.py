@@ -118,6 +118,7 @@ class InvoiceReadsMixin(LedgerMixinBase):
             project_totals=_project_totals(row["project_totals"]), carry_forward_hours=_dec(row["carry_forward_hours"]),
             voided_how=row["voided_how"], payment_status=row["payment_status"], amount_paid=_dec(row["amount_paid"]),
             qbo_balance=_dec(row["qbo_balance"]), payment_sync_token=row["payment_sync_token"],
+            qbo_total_tax=_dec(row["qbo_total_tax"]),
         )
 
     def get_invoice(self, key: str) -> InvoiceRecord | None:

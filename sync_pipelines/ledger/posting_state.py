@@ -130,6 +130,7 @@ class PostingStateMixin(LedgerMixinBase):
             stored = dict(
                 key=key, stored_hash=row["payload_hash"], qbo_id=row["qbo_id"], sync_token=row["sync_token"],
                 qbo_doc_number=row["qbo_doc_number"], qbo_total_amt=_dec(row["qbo_total_amt"]),
+                qbo_total_tax=_dec(row["qbo_total_tax"]), total_mismatch=bool(row["total_mismatch"]),
                 intuit_tid=row["intuit_tid"], old_total=_dec(row["expected_total"]), new_total=new_total,
                 doc_number=row["doc_number"], request_id=row["request_id"], attempt=row["attempts"],
                 payload_hash=new_hash,
@@ -246,16 +247,25 @@ class PostingStateMixin(LedgerMixinBase):
         qbo_doc_number: str | None,
         qbo_total_amt: Decimal,
         intuit_tid: str | None = None,
+        qbo_total_tax: Decimal | None = None,
+        tax_inclusive: bool = False,
     ) -> PostedResult:
         """QuickBooks confirmed the invoice: record it and mark its entries billed, atomically.
 
-        Compares ``qbo_total_amt`` with our ``expected_total`` exactly; a mismatch keeps the status
+        Our ``expected_total`` is pre-tax; QuickBooks' ``TotalAmt`` includes the tax it computed
+        (``qbo_total_tax``, its ``TxnTaxDetail.TotalTax``), which is recorded beside it. The
+        comparison is exact on the pre-tax amount: ``TotalAmt - TotalTax`` (``TotalAmt`` itself
+        when the lines are ``tax_inclusive``, i.e. GlobalTaxCalculation TaxInclusive: our amounts
+        already contain the tax). A mismatch keeps the status
         ``posted`` but sets ``total_mismatch`` and a ``last_error`` text, and is returned as
         ``total_matches=False``. Idempotent for the same ``qbo_id``; a different ``qbo_id`` for an
         already posted key raises :class:`LedgerConflict` (two QBO invoices for one key).
         """
         amt_text = _dec_text(qbo_total_amt, "qbo_total_amt")
         amt = Decimal(amt_text)  # type: ignore[arg-type]
+        tax_text = None if qbo_total_tax is None else _dec_text(qbo_total_tax, "qbo_total_tax")
+        tax = Decimal(tax_text) if tax_text is not None else Decimal(0)
+        pre_tax = amt if tax_inclusive else amt - tax
         now = self.now()
         conflict: str | None = None
         result: PostedResult | None = None
@@ -275,19 +285,24 @@ class PostingStateMixin(LedgerMixinBase):
                 result = PostedResult(
                     key=key, total_matches=not row["total_mismatch"], expected_total=expected,
                     qbo_total_amt=_dec(row["qbo_total_amt"]) or amt, entries_billed=int(billed),
-                    already_posted=True,
+                    already_posted=True, qbo_total_tax=_dec(row["qbo_total_tax"]),
+                    qbo_doc_number=row["qbo_doc_number"],
                 )
             elif row["status"] in ("posted", "drift"):
                 msg = f"QuickBooks holds two invoices for this key: Id {row['qbo_id']} (recorded) and Id {qbo_id}"
                 conn.execute(invoices.update().where(invoices.c.key == key).values(last_error=msg, updated_at=now))
                 conflict = f"{key}: {msg}"  # raised after the commit, so the record survives
             else:
-                matches = expected is not None and expected == amt
-                error = None if matches else f"TotalAmt mismatch: QuickBooks {amt_text}, ours {row['expected_total']}"
+                matches = expected is not None and expected == pre_tax
+                error = None if matches else (
+                    f"TotalAmt mismatch: QuickBooks {amt_text}, ours {row['expected_total']}" if tax_text is None else
+                    f"pre-tax total mismatch: QuickBooks {pre_tax} (TotalAmt {amt_text}, tax {tax_text}), "
+                    f"ours {row['expected_total']}")
                 conn.execute(
                     invoices.update().where(invoices.c.key == key).values(
                         status="posted", qbo_id=str(qbo_id), sync_token=sync_token, qbo_doc_number=qbo_doc_number,
-                        qbo_total_amt=amt_text, intuit_tid=intuit_tid, total_mismatch=not matches,
+                        qbo_total_amt=amt_text, qbo_total_tax=tax_text, intuit_tid=intuit_tid,
+                        total_mismatch=not matches,
                         last_error=error, hold_reasons=None, claimed_until=None, posted_at=now, updated_at=now,
                     )
                 )
@@ -310,6 +325,7 @@ class PostingStateMixin(LedgerMixinBase):
                 result = PostedResult(
                     key=key, total_matches=matches, expected_total=expected, qbo_total_amt=amt,
                     entries_billed=int(updated.rowcount), double_billed_entries=double,
+                    qbo_total_tax=None if tax_text is None else tax, qbo_doc_number=qbo_doc_number,
                 )
         if conflict is not None:
             log.error("%s", conflict)

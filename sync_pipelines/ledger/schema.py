@@ -110,6 +110,8 @@ invoices = sa.Table(
     sa.Column("qbo_balance", Amount),
     sa.Column("payment_sync_token", sa.String(32)),  # SyncToken of the invoice version read
     sa.Column("payment_seen_at", UtcDateTime),
+    # revision 0008
+    sa.Column("qbo_total_tax", Amount),  # QuickBooks' TxnTaxDetail.TotalTax (TotalAmt includes it)
     sa.CheckConstraint(
         "status IN ('pending', 'posted', 'failed', 'held', 'voided', 'drift')", name="ck_sync_invoices_status"
     ),

@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,18 @@ except Exception:  # pragma: no cover - connectors unavailable: a compatible mod
 if TYPE_CHECKING:
     from sync_pipelines.ledger.ledger import Ledger
 
-__all__ = ["LedgerTokenStore", "TokenSet", "RefreshLockTimeout"]
+__all__ = ["Connection", "LedgerTokenStore", "TokenSet", "RefreshLockTimeout"]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One realm's stored connection, without its tokens."""
+
+    realm_id: str
+    access_expires_at: datetime | None
+    refresh_expires_at: datetime | None  # None: QuickBooks did not say (a seeded token)
+    refresh_rotated_at: datetime | None
+    updated_at: datetime
 
 
 class RefreshLockTimeout(TimeoutError):
@@ -172,6 +184,18 @@ class LedgerTokenStore:
             return conn.execute(
                 sa.select(oauth_tokens.c.refresh_rotated_at).where(oauth_tokens.c.realm_id == realm)
             ).scalar_one_or_none()
+
+    def connections(self) -> list[Connection]:
+        """Every connected realm with its token expiry, never a token (``sync-pipelines qbo status``)."""
+        t = oauth_tokens.c
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(
+                sa.select(t.realm_id, t.access_expires_at, t.refresh_expires_at, t.refresh_rotated_at, t.updated_at)
+                .order_by(t.realm_id)
+            ).mappings().all()
+        return [Connection(realm_id=r["realm_id"], access_expires_at=r["access_expires_at"],
+                           refresh_expires_at=r["refresh_expires_at"], refresh_rotated_at=r["refresh_rotated_at"],
+                           updated_at=r["updated_at"]) for r in rows]
 
     # -- single flight -----------------------------------------------------------------------
 

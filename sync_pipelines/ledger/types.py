@@ -51,6 +51,8 @@ class BeginResult:
     sync_token: str | None = None
     qbo_doc_number: str | None = None
     qbo_total_amt: Decimal | None = None
+    qbo_total_tax: Decimal | None = None  # QuickBooks' TxnTaxDetail.TotalTax, when recorded
+    total_mismatch: bool = False  # the stored posting's pre-tax total differed from ours
     intuit_tid: str | None = None
     old_total: Decimal | None = None
     new_total: Decimal | None = None
@@ -69,12 +71,14 @@ class PostedResult:
     """What :meth:`Ledger.record_posted` recorded."""
 
     key: str
-    total_matches: bool  # QBO TotalAmt == our expected_total (exact Decimal comparison)
+    total_matches: bool  # QBO's pre-tax total (TotalAmt - TotalTax) == our expected_total, exactly
     expected_total: Decimal | None
     qbo_total_amt: Decimal
     entries_billed: int
     already_posted: bool = False  # the same QBO invoice was recorded before (idempotent repeat)
     double_billed_entries: dict[int, str] = field(default_factory=dict)  # entry -> other posted key
+    qbo_total_tax: Decimal | None = None  # TxnTaxDetail.TotalTax (TotalAmt includes it)
+    qbo_doc_number: str | None = None  # QuickBooks' DocNumber (its own when it numbers invoices)
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class InvoiceRecord:
     amount_paid: Decimal | None = None  # invoice currency
     qbo_balance: Decimal | None = None
     payment_sync_token: str | None = None
+    qbo_total_tax: Decimal | None = None  # QuickBooks' TxnTaxDetail.TotalTax (revision 0008)
     payload_json: str = field(repr=False, default="")
     drift_payload_json: str | None = field(repr=False, default=None)
     entries: tuple[tuple[int, int, str], ...] = field(repr=False, default=())  # (entry_id, billed_centi, status)

@@ -79,6 +79,10 @@ def drafts_document(result: Any, entries: Any) -> dict[str, Any]:
                 "cap_adjustment": row["cap_adjustment"],
                 "write_down": row["write_down"],
                 "total": row["total"],
+                # our estimate of QuickBooks' tax from the company's tax codes (None: QuickBooks'
+                # Automated Sales Tax decides); the total above is always pre-tax
+                "expected_tax": row.get("expected_tax"),
+                "tax_calculation": row.get("tax_calculation"),
                 "status": row["status"],
                 "hold_reasons": list(row["hold_reasons"] or []),
                 "doc_number": row["doc_number"],
@@ -91,8 +95,9 @@ def drafts_document(result: Any, entries: Any) -> dict[str, Any]:
                 "carry_forward_hours": row["retainer_carry_forward_hours"],
             }
         )
+    company = getattr(result, "company", None)
     return {"period": result.period, "realm_id": result.realm_id, "home_currency": result.home_currency,
-            "invoices": invoices}
+            "company": None if company is None else company.summary(), "invoices": invoices}
 
 
 def posting_drafts(document: dict[str, Any]) -> list[PostingDraft]:

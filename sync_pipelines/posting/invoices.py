@@ -51,6 +51,7 @@ class PostingOutcome:
     qbo_id: str | None = None
     doc_number: str | None = None
     qbo_total: Decimal | None = None
+    qbo_total_tax: Decimal | None = None  # QuickBooks' TxnTaxDetail.TotalTax (qbo_total includes it)
     total_matches: bool | None = None
     reasons: list[str] = field(default_factory=list)
     drift: Drift | None = None  # outcome "drift": the delta and the proposed adjustment
@@ -66,6 +67,7 @@ class PostingOutcome:
             "currency": self.currency,
             "expected_total": str(self.expected_total),
             "qbo_total": None if self.qbo_total is None else str(self.qbo_total),
+            "qbo_total_tax": None if self.qbo_total_tax is None else str(self.qbo_total_tax),
             "total_matches": self.total_matches,
             "qbo_id": self.qbo_id,
             "doc_number": self.doc_number,
@@ -79,7 +81,7 @@ class PostingOutcome:
 
 #: The columns of ``PostingOutcome.as_row`` (the ``qbo_invoices`` asset's frame).
 OUTCOME_COLUMNS = ["invoice_key", "client_key", "period", "group_key", "outcome", "currency", "expected_total",
-                   "qbo_total", "total_matches", "qbo_id", "doc_number", "reasons", "delta_hours", "delta_amount",
+                   "qbo_total", "qbo_total_tax", "total_matches", "qbo_id", "doc_number", "reasons", "delta_hours", "delta_amount",
                    "adjustment"]
 
 
@@ -167,13 +169,20 @@ def _from_protocol(draft: PostingDraft, result: PostOutcome) -> PostingOutcome:
         log.warning("held invoice %s: %s", draft.key, result.message)
     if result.total_matches is False:
         log.error("total mismatch on %s: %s", draft.key, result.message)
+    if result.total_matches is not None:
+        matches: bool | None = result.total_matches
+    elif result.outcome == "already_posted":
+        matches = not begin.total_mismatch  # compared pre-tax when it was posted
+    else:
+        matches = qbo_total == draft.expected_total if qbo_total is not None else None
     return _outcome(
         draft, result.outcome,
         qbo_id=result.qbo_id,
-        doc_number=begin.qbo_doc_number or (draft.doc_number if result.ok else None),
+        doc_number=(posted.qbo_doc_number if posted is not None else None) or begin.qbo_doc_number
+        or (draft.doc_number if result.ok and "DocNumber" in draft.payload else None),
         qbo_total=qbo_total,
-        total_matches=result.total_matches if result.total_matches is not None
-        else (qbo_total == draft.expected_total if qbo_total is not None else None),
+        qbo_total_tax=posted.qbo_total_tax if posted is not None else begin.qbo_total_tax,
+        total_matches=matches,
         reasons=[result.message] if result.message else [],
     )
 

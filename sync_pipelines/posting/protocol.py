@@ -39,6 +39,8 @@ class QboInvoiceApi(Protocol):
 
     def find_invoice_by_doc_number(self, doc_number: str) -> Mapping[str, Any] | None: ...
 
+    def find_invoice_by_private_note(self, customer_id: str, txn_date: str, private_note: str) -> Mapping[str, Any] | None: ...
+
 
 @dataclass(frozen=True)
 class PostOutcome:
@@ -96,6 +98,7 @@ def _fresh_request_id(key: str, attempt: int) -> str:
 
 def _record(ledger: Ledger, key: str, invoice: Mapping[str, Any]) -> PostedResult:
     total = invoice.get("TotalAmt")
+    tax = (invoice.get("TxnTaxDetail") or {}).get("TotalTax")
     return ledger.record_posted(
         key,
         qbo_id=str(invoice["Id"]),
@@ -103,7 +106,24 @@ def _record(ledger: Ledger, key: str, invoice: Mapping[str, Any]) -> PostedResul
         qbo_doc_number=invoice.get("DocNumber"),
         qbo_total_amt=money.to_decimal(total if total is not None else "NaN", what="TotalAmt"),
         intuit_tid=invoice.get("intuit_tid"),
+        qbo_total_tax=None if tax is None else money.to_decimal(tax, what="TxnTaxDetail.TotalTax"),
+        tax_inclusive=invoice.get("GlobalTaxCalculation") == "TaxInclusive",
     )
+
+
+def find_posted(qbo: QboInvoiceApi, payload: Mapping[str, Any], doc_number: str) -> Mapping[str, Any] | None:
+    """Look our invoice up in QuickBooks by its fingerprint (before re-posting a pending key).
+
+    With a DocNumber in the payload, by DocNumber (filterable). Without one (the company numbers
+    its invoices: CustomTxnNumbers off) by PrivateNote, which QuickBooks cannot filter on: the
+    customer's invoices of the TxnDate are read and the note matched here.
+    """
+    if "DocNumber" in payload or not payload.get("PrivateNote"):
+        return qbo.find_invoice_by_doc_number(doc_number)
+    customer = (payload.get("CustomerRef") or {}).get("value")
+    if customer is None or not payload.get("TxnDate"):
+        return None
+    return qbo.find_invoice_by_private_note(str(customer), str(payload["TxnDate"]), str(payload["PrivateNote"]))
 
 
 def _message(exc: BaseException) -> str:
@@ -145,7 +165,7 @@ def post_invoice(
 
     if r.action == "resume_pending":
         try:
-            found = qbo.find_invoice_by_doc_number(r.doc_number or doc_number)
+            found = find_posted(qbo, payload, r.doc_number or doc_number)
         except Exception as exc:  # noqa: BLE001 - outage during the lookup: nothing changed
             _stop_if_disconnected(exc)
             return PostOutcome(key, "failed", r, message=_message(exc), error_class=type(exc).__name__)
@@ -201,7 +221,10 @@ def post_invoice(
     posted = _record(ledger, key, created)
     message = None
     if not posted.total_matches:
-        message = f"QuickBooks TotalAmt {posted.qbo_total_amt} differs from ours {posted.expected_total}"
+        message = (f"QuickBooks TotalAmt {posted.qbo_total_amt} differs from ours {posted.expected_total}"
+                   if posted.qbo_total_tax is None else
+                   f"QuickBooks TotalAmt {posted.qbo_total_amt} less its tax {posted.qbo_total_tax} differs from "
+                   f"our pre-tax total {posted.expected_total}")
     return PostOutcome(key, "posted", r, posted, posted_qbo_id(created), posted.total_matches, message)
 
 

@@ -89,7 +89,7 @@ class Sandbox:
             return "harvest"
         if path.startswith("/crm/"):
             return "hubspot"
-        if path.startswith("/v3/company/") or path.startswith("/oauth2/"):
+        if path.startswith("/v3/company/") or path.startswith("/oauth2/") or path.rstrip("/") == "/connect/oauth2":
             return "quickbooks"
         if path.startswith("/_sandbox/") or path == "/_sandbox":
             return "admin"
@@ -143,6 +143,10 @@ class Sandbox:
             if req.method != "POST":
                 return Resp(405, {"error": "invalid_request"})
             return qbo_api.token_endpoint(self.st, req, rotate=self.rotate)
+        if req.path.rstrip("/") == "/connect/oauth2":
+            if req.method != "GET":
+                return Resp(405, {"error": "invalid_request"})
+            return qbo_api.authorize_endpoint(self.st, req)
         if req.path.startswith("/oauth2/"):
             return Resp(404, {"error": "not_found"})
         denied = qbo_api.check_auth(self.st, req)

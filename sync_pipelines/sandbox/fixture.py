@@ -36,19 +36,24 @@ from . import credentials
 
 HARVEST_COLLECTIONS = ("clients", "projects", "users", "tasks", "time_entries")
 HUBSPOT_COLLECTIONS = ("companies", "deals", "line_items", "associations")
-QBO_COLLECTIONS = ("customers", "items", "classes", "terms", "invoices", "payments")
+QBO_COLLECTIONS = ("customers", "items", "classes", "terms", "invoices", "payments", "tax_codes", "tax_rates")
 SECTIONS = {
     "harvest": HARVEST_COLLECTIONS,
     "hubspot": HUBSPOT_COLLECTIONS,
-    "quickbooks": QBO_COLLECTIONS + ("realm_id", "preferences"),
+    "quickbooks": QBO_COLLECTIONS + ("realm_id", "preferences", "company_info"),
     "sandbox": None,
 }
 
 DEFAULT_PREFERENCES: dict[str, Any] = {
     "CurrencyPrefs": {"MultiCurrencyEnabled": False, "HomeCurrency": {"value": "USD"}},
     "AccountingInfoPrefs": {"ClassTrackingPerTxn": True, "ClassTrackingPerTxnLine": True},
-    "SalesFormsPrefs": {"CustomTxnNumbers": False, "AllowDuplicateDocNum": False},
+    # The sandbox's default company numbers its own invoices the way sync_pipelines always has
+    # (custom numbers on) and allows discounts; a fixture sets either off to test that company.
+    "SalesFormsPrefs": {"CustomTxnNumbers": True, "AllowDuplicateDocNum": False, "AllowDiscount": True},
+    "TaxPrefs": {"UsingSalesTax": False, "PartnerTaxEnabled": False},
 }
+#: CompanyInfo when a fixture gives none (a US company).
+DEFAULT_COMPANY_INFO: dict[str, Any] = {"CompanyName": "Sandbox Company", "LegalName": "Sandbox Company", "Country": "US"}
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMERIC_ID = re.compile(r"^[0-9]+$")
@@ -367,14 +372,33 @@ def _check_quickbooks(c: _Checker, q: dict) -> None:
             hc = cp.get("HomeCurrency")
             if hc is not None and not (isinstance(hc, dict) and isinstance(hc.get("value"), str)):
                 c.err("quickbooks.preferences.CurrencyPrefs.HomeCurrency", 'must be {"value": "USD"}-shaped')
+    info = q.get("company_info")
+    if info is None:
+        q["company_info"] = copy.deepcopy(DEFAULT_COMPANY_INFO)
+    elif not isinstance(info, dict):
+        c.err("quickbooks.company_info", "must be an object (QBO CompanyInfo shape)")
+    else:
+        c.string(info, "Country", "quickbooks.company_info")
+    for group, keys in (("SalesFormsPrefs", ("AllowDiscount", "CustomTxnNumbers")),
+                        ("AccountingInfoPrefs", ("ClassTrackingPerTxn", "ClassTrackingPerTxnLine")),
+                        ("TaxPrefs", ("UsingSalesTax", "PartnerTaxEnabled"))):
+        sub = (q.get("preferences") or {}).get(group) if isinstance(q.get("preferences"), dict) else None
+        if sub is not None and not isinstance(sub, dict):
+            c.err(f"quickbooks.preferences.{group}", "must be an object")
+            continue
+        for k in keys:
+            if sub is not None and k in sub and not isinstance(sub[k], bool):
+                c.err(f"quickbooks.preferences.{group}.{k}", "must be true or false")
     ids: dict[str, set] = {}
-    name_key = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name"}
+    name_key = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name", "tax_codes": "Name",
+                "tax_rates": "Name"}
     for coll in QBO_COLLECTIONS:
         pairs = []
         for i, r in enumerate(q[coll]):
             p = f"quickbooks.{coll}[{i}]"
             rid = c.string(r, "Id", p)
-            if rid is not None and not _NUMERIC_ID.match(rid):
+            # US companies' tax codes are "TAX" and "NON"; every other QBO id is numeric
+            if rid is not None and coll != "tax_codes" and not _NUMERIC_ID.match(rid):
                 c.err(f"{p}.Id", f"QBO ids are numeric strings, got {rid!r}")
             pairs.append((i, rid))
             if "SyncToken" in r and not isinstance(r["SyncToken"], str):
@@ -389,6 +413,17 @@ def _check_quickbooks(c: _Checker, q: dict) -> None:
                     c.err(f"{p}.Type", f"unknown item Type {t!r}")
             if coll == "terms":
                 c.int_id(r, "DueDays", p, required=False)
+            if coll == "tax_rates":
+                c.number(r, "RateValue", p, required=True)
+            if coll == "tax_codes":
+                details = (r.get("SalesTaxRateList") or {}).get("TaxRateDetail") if isinstance(r.get("SalesTaxRateList"), dict) else None
+                if r.get("SalesTaxRateList") is not None and not isinstance(details, list):
+                    c.err(f"{p}.SalesTaxRateList.TaxRateDetail", "must be a list")
+                known = {str(t.get("Id")) for t in q["tax_rates"]}
+                for j, d in enumerate(details or []):
+                    ref = (d.get("TaxRateRef") or {}).get("value") if isinstance(d, dict) else None
+                    if str(ref) not in known:
+                        c.err(f"{p}.SalesTaxRateList.TaxRateDetail[{j}].TaxRateRef.value", f"no tax rate with Id {ref!r}")
             if coll == "invoices":
                 cref = c.ref(r, "CustomerRef", p, "qbo")
                 if cref is not None and cref not in ids["customers"]:
@@ -408,4 +443,5 @@ def dump_json(fixture: dict, path: str | Path | None = None) -> str:
     return text
 
 
-__all__ = ["FixtureError", "validate_fixture", "load_fixture_file", "dump_json", "DEFAULT_PREFERENCES"]
+__all__ = ["FixtureError", "validate_fixture", "load_fixture_file", "dump_json", "DEFAULT_PREFERENCES",
+           "DEFAULT_COMPANY_INFO"]

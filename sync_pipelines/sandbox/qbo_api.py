@@ -8,7 +8,7 @@ import secrets
 import time
 from decimal import Decimal
 from typing import Any, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sync_pipelines import money
 
@@ -37,6 +37,8 @@ QUERYABLE = {
     "Payment": {*META, "TxnDate", "CustomerRef", "TotalAmt"},
     "Preferences": {*META},
     "CompanyInfo": {*META},
+    "TaxCode": {*META, "Name", "Active", "Taxable", "TaxGroup"},
+    "TaxRate": {*META, "Name", "Active", "RateValue", "AgencyRef", "TaxReturnLineRef"},
 }
 ENTITY_COLL = {v: k for k, v in QBO_ENTITY.items()}
 
@@ -214,6 +216,34 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
         c = _resolve(st, "classes", ref, name)
         return {"value": c["Id"], "name": c.get("FullyQualifiedName") or c["Name"]}
 
+    # Tax (api-contracts "Company settings, tax"): a US company marks lines TAX or NON; every
+    # other country needs a TaxCode on each line and the invoice's GlobalTaxCalculation.
+    us = st.is_us
+    calculation = body.get("GlobalTaxCalculation")
+    if calculation is not None and calculation not in TAX_CALCULATIONS:
+        raise Fault("2170", "Invalid Enumeration", f"GlobalTaxCalculation: invalid value {calculation!r}",
+                    element="GlobalTaxCalculation")
+    if not us and calculation is None:
+        raise _required("GlobalTaxCalculation")
+    tax_base: dict[str, Decimal] = {}
+
+    def line_tax_code(ref: Any, where: str) -> str:
+        if us:
+            code = _ref_value(ref, "TaxCodeRef") if ref is not None else "NON"
+            if code not in ("TAX", "NON"):
+                raise Fault("2500", "Invalid Reference Id", f"Invalid Reference Id : TaxCodeRef {code}", element="TaxCodeRef")
+            return code
+        if ref is None:
+            raise Fault("6000", "A business validation error has occurred while processing your request",
+                        f"Business Validation Error: Make sure all your transactions have a {_tax_word(st)} rate "
+                        f"before you save. ({where} has no TaxCodeRef)", element="TaxCodeRef")
+        code = _ref_value(ref, "TaxCodeRef")
+        rec = st.qbo["tax_codes"].get(code)
+        if rec is None or rec.get("Active") is False:
+            raise Fault("2500", "Invalid Reference Id",
+                        f"Invalid Reference Id : TaxCode with Id {code} does not exist or is inactive", element="TaxCodeRef")
+        return code
+
     out_lines: list[dict] = []
     sales_sum = Decimal(0)
     discount_line: dict | None = None
@@ -264,10 +294,9 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
                 new_det["ServiceDate"] = _date(det["ServiceDate"], f"{where}.ServiceDate")
             if "ClassRef" in det:
                 new_det["ClassRef"] = check_class(det["ClassRef"], "Line.ClassRef", class_line)
-            tax = det.get("TaxCodeRef") or {"value": "NON"}
-            if _ref_value(tax, "TaxCodeRef") not in ("TAX", "NON"):
-                raise Fault("2500", "Invalid Reference Id", f"Invalid Reference Id : TaxCodeRef {tax.get('value')}", element="TaxCodeRef")
-            new_det["TaxCodeRef"] = {"value": str(tax["value"])}
+            code_id = line_tax_code(det.get("TaxCodeRef"), where)
+            new_det["TaxCodeRef"] = {"value": code_id}
+            tax_base[code_id] = tax_base.get(code_id, Decimal(0)) + amount
             for k in ("ItemAccountRef", "DiscountRate", "DiscountAmt", "MarkupInfo"):
                 if k in det:
                     new_det[k] = det[k]
@@ -302,6 +331,11 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
 
     discount = Decimal(0)
     disc_out: dict | None = None
+    disc_code: str | None = None
+    if discount_line is not None and not st.pref("SalesFormsPrefs", "AllowDiscount", True):
+        # What QuickBooks does (api-contracts: "API seems to be completely ignoring it"): the
+        # discount line is dropped without an error, so the invoice totals more than was sent.
+        discount_line = None
     if discount_line is not None:
         det = discount_line["det"]
         new_det = {"PercentBased": bool(det.get("PercentBased", False))}
@@ -322,13 +356,19 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
             new_det["DiscountAccountRef"] = det["DiscountAccountRef"]
         if "ClassRef" in det:
             new_det["ClassRef"] = check_class(det["ClassRef"], "Line.ClassRef", class_line)
+        if "TaxCodeRef" in det:
+            disc_code = line_tax_code(det["TaxCodeRef"], "DiscountLineDetail")
+            new_det["TaxCodeRef"] = {"value": disc_code}
         n += 1
         disc_out = {"Id": str(n), "LineNum": n, "Amount": discount.quantize(q), "DetailType": "DiscountLineDetail",
                     "DiscountLineDetail": new_det}
         if discount_line["line"].get("Description") is not None:
             disc_out["Description"] = discount_line["line"]["Description"]
-    total = (sales_sum - discount).quantize(q)
-    if total < 0:
+    net = (sales_sum - discount).quantize(q)
+    tax_detail = _tax(st, tax_base, discount, disc_code, calculation, currency, us)
+    total_tax = tax_detail["TotalTax"]
+    total = net if calculation == "TaxInclusive" else (net + total_tax).quantize(q)
+    if net < 0:
         raise Fault("6000", "A business validation error has occurred while processing your request",
                     "Business Validation Error: Transaction total cannot be negative", element="TotalAmt")
     lines = out_lines + [{"Amount": sales_sum.quantize(q), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}]
@@ -357,9 +397,13 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
         if not isinstance(doc, str) or len(doc) > 21:
             raise Fault("2050", "String length is either shorter or longer than supported by specification",
                         f"DocNumber: max 21 characters, got {len(str(doc))}", element="DocNumber")
-    else:
-        doc = (existing or {}).get("DocNumber") or _next_doc_number(st)
-    other = st.invoices_by_doc.get(doc)
+    elif existing is not None:
+        doc = existing.get("DocNumber")
+    elif not st.pref("SalesFormsPrefs", "CustomTxnNumbers", False):
+        # Intuit: with CustomTxnNumber false "DocNumber is system generated by incrementing the
+        # last number by 1"; with it true and no value sent, "the resulting DocNumber is null".
+        doc = _next_doc_number(st)
+    other = st.invoices_by_doc.get(doc) if doc is not None else None
     if other is not None and (existing is None or other != existing["Id"]) and not st.pref("SalesFormsPrefs", "AllowDuplicateDocNum", False):
         raise Fault("6140", "Duplicate Document Number Error",
                     f"Duplicate Document Number Error : You must specify a different number. This number has already "
@@ -385,17 +429,21 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
         "SyncToken": str(int(existing["SyncToken"]) + 1) if existing else "0",
         "MetaData": {"CreateTime": (existing or {}).get("MetaData", {}).get("CreateTime", now), "LastUpdatedTime": now},
         "CustomField": cf or [],
-        "DocNumber": doc, "TxnDate": txn_date,
+        "TxnDate": txn_date,
         "CurrencyRef": _currency_ref(currency),
         "LinkedTxn": body.get("LinkedTxn") or [],
         "Line": lines,
-        "TxnTaxDetail": {"TotalTax": Decimal(0).quantize(q)},
+        "TxnTaxDetail": tax_detail,
         "CustomerRef": {"value": customer["Id"], "name": customer["DisplayName"]},
         "DueDate": due,
         "TotalAmt": total, "Balance": total,
         "ApplyTaxAfterDiscount": bool(body.get("ApplyTaxAfterDiscount", False)),
         "PrintStatus": body.get("PrintStatus", "NotSet"), "EmailStatus": body.get("EmailStatus", "NotSet"),
     }
+    if doc is not None:
+        inv["DocNumber"] = doc
+    if calculation is not None:
+        inv["GlobalTaxCalculation"] = calculation
     if st.multicurrency:
         rate = _dec(body.get("ExchangeRate", 1), "ExchangeRate")
         inv["ExchangeRate"] = rate
@@ -416,6 +464,74 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
         elif customer.get(k):
             inv[k] = customer[k]
     return inv
+
+
+TAX_CALCULATIONS = ("TaxExcluded", "TaxInclusive", "NotApplicable")
+#: The rate the sandbox's Automated Sales Tax charges a US company's TAX lines when the fixture
+#: has no "TAX" tax code with rates of its own (real AST picks it from the ship-to address).
+AST_DEFAULT_PERCENT = Decimal("8.875")
+
+
+def _tax_word(st: SandboxState) -> str:
+    country = str(st.company_info.get("Country") or "").upper()
+    return {"GB": "VAT", "UK": "VAT", "IE": "VAT", "CA": "GST/HST", "AU": "GST", "NZ": "GST", "IN": "GST"}.get(country, "tax")
+
+
+def _code_rates(st: SandboxState, code: str, us: bool) -> list[tuple[str, Decimal]]:
+    """(TaxRate Id, percent) for each sales rate of a tax code."""
+    rec = st.qbo["tax_codes"].get(code)
+    if rec is not None:
+        out = []
+        for d in (rec.get("SalesTaxRateList") or {}).get("TaxRateDetail") or []:
+            rid = str((d.get("TaxRateRef") or {}).get("value"))
+            rate = st.qbo["tax_rates"].get(rid) or {}
+            out.append((rid, Decimal(rate.get("RateValue", 0))))
+        if out or not us:
+            return out
+    if us and code == "TAX":
+        return [("AST", AST_DEFAULT_PERCENT)]
+    return []
+
+
+def _tax(st: SandboxState, base: dict[str, Decimal], discount: Decimal, disc_code: str | None,
+         calculation: str | None, currency: str, us: bool) -> dict:
+    """TxnTaxDetail for the lines: per tax rate, half-up on the net amount of its code's lines.
+
+    A discount line lowers the base of its own TaxCodeRef, or (none given) of the codes in
+    proportion to their amounts. US: only with Automated Sales Tax (TaxPrefs.PartnerTaxEnabled)
+    are TAX lines taxed, as QuickBooks' AST engine would (one rate for the whole invoice).
+    """
+    q = money.quantum(currency)
+    zero = Decimal(0).quantize(q)
+    if calculation == "NotApplicable" or (us and not st.pref("TaxPrefs", "PartnerTaxEnabled", False)):
+        return {"TotalTax": zero}
+    net = dict(base)
+    if discount:
+        if disc_code is not None:
+            net[disc_code] = net.get(disc_code, Decimal(0)) - discount
+        else:
+            gross = sum(base.values(), Decimal(0))
+            left = discount
+            codes = sorted(base)
+            for i, code in enumerate(codes):
+                share = left if i == len(codes) - 1 else money.quantize(discount * base[code] / gross, currency) if gross else Decimal(0)
+                net[code] -= share
+                left -= share
+    lines, total = [], Decimal(0)
+    for code in sorted(net):
+        rates = _code_rates(st, code, us)
+        combined = sum((r for _, r in rates), Decimal(0))
+        for rid, pct in rates:
+            share = net[code] * pct / (100 + combined) if calculation == "TaxInclusive" else net[code] * pct / 100
+            amount = money.quantize(share, currency)
+            total += amount
+            lines.append({"Amount": amount, "DetailType": "TaxLineDetail",
+                          "TaxLineDetail": {"TaxRateRef": {"value": rid}, "PercentBased": True, "TaxPercent": pct,
+                                            "NetAmountTaxable": money.quantize(net[code], currency)}})
+    out: dict = {"TotalTax": total.quantize(q)}
+    if lines:
+        out["TaxLine"] = lines
+    return out
 
 
 def _next_doc_number(st: SandboxState) -> str:
@@ -481,7 +597,8 @@ def post_invoice(st: SandboxState, req: Req, realm: str) -> Resp:
         if st.invoices_by_doc.get(rec.get("DocNumber")) == rec["Id"]:
             del st.invoices_by_doc[rec["DocNumber"]]
         st.qbo["invoices"][rec["Id"]] = inv
-        st.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
+        if inv.get("DocNumber"):
+            st.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
         st.qbo_event("Invoice", inv["Id"], "Update")
         st.touch("quickbooks")
         return Resp(200, envelope("Invoice", inv), mutated=True)
@@ -492,7 +609,8 @@ def post_invoice(st: SandboxState, req: Req, realm: str) -> Resp:
     inv = build_invoice(st, body)
     inv["Id"] = st.new_qbo_id()
     st.qbo["invoices"][inv["Id"]] = inv
-    st.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
+    if inv.get("DocNumber"):
+        st.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
     st.qbo_event("Invoice", inv["Id"], "Create")
     st.touch("quickbooks")
     return Resp(200, envelope("Invoice", inv), mutated=True)
@@ -508,6 +626,7 @@ def void_invoice(st: SandboxState, rec: dict) -> None:
             det["Qty"] = Decimal(0)
     rec["TotalAmt"] = zero
     rec["Balance"] = zero
+    rec["TxnTaxDetail"] = {"TotalTax": zero}
     rec["PrivateNote"] = "Voided" + (f" - {rec['PrivateNote']}" if rec.get("PrivateNote") else "")
     rec["SyncToken"] = str(int(rec["SyncToken"]) + 1)
     rec["MetaData"]["LastUpdatedTime"] = meta_now()
@@ -691,8 +810,9 @@ def _preferences(st: SandboxState) -> dict:
 
 
 def _company_info(st: SandboxState) -> dict:
-    return {"CompanyName": "Sandbox Company", "LegalName": "Sandbox Company", "Country": "USA", "domain": "QBO",
-            "sparse": False, "Id": "1", "SyncToken": "0"}
+    info = {"CompanyName": "Sandbox Company", "LegalName": "Sandbox Company", "Country": "US", **st.company_info}
+    info.update({"domain": "QBO", "sparse": False, "Id": "1", "SyncToken": "0"})
+    return info
 
 
 def read_company_info(st: SandboxState, req: Req, realm: str, id: str) -> Resp:
@@ -858,8 +978,48 @@ def _oauth_error(status: int, error: str, desc: str | None = None) -> Resp:
     return Resp(status, body, headers={"Cache-Control": "no-store"})
 
 
+#: Intuit's scope for the Accounting API; the sandbox serves no other.
+ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
+AUTH_CODE_TTL_S = 300
+
+
+def authorize_endpoint(st: SandboxState, req: Req) -> Resp:
+    """GET /connect/oauth2 (Intuit: appcenter.intuit.com/connect/oauth2): the user's consent.
+
+    The sandbox's user always consents: a valid request redirects (302) to ``redirect_uri`` with
+    ``code``, ``state`` and ``realmId``, as Intuit does; ``client_id``, ``response_type=code``,
+    the accounting ``scope``, ``redirect_uri`` and ``state`` are required. A request the sandbox
+    cannot redirect (unknown client, no redirect URI) gets a 400 page; one with a bad parameter
+    but a usable redirect URI is redirected with ``error`` (RFC 6749 §4.1.2.1).
+    """
+    redirect = req.q("redirect_uri")
+    if req.q("client_id") != credentials.QBO_CLIENT_ID or not redirect or not redirect.startswith(("http://", "https://")):
+        return Resp(400, "invalid_client or redirect_uri: the app is unknown or the redirect URI is missing",
+                    content_type="text/plain")
+    state = req.q("state")
+    sep = "&" if "?" in redirect else "?"
+    problem = None
+    if req.q("response_type") != "code":
+        problem = "unsupported_response_type"
+    elif ACCOUNTING_SCOPE not in (req.q("scope") or "").split():
+        problem = "invalid_scope"
+    elif not state:
+        problem = "invalid_request"
+    if problem:
+        params = [("error", problem)] + ([("state", state)] if state else [])
+        return Resp(302, b"", headers={"Location": redirect + sep + urlencode(params)}, content_type="text/plain")
+    code = "sbx-ac-" + secrets.token_urlsafe(24)
+    st.auth_codes = {c: v for c, v in st.auth_codes.items() if v["expires"] > time.time()}
+    st.auth_codes[code] = {"redirect_uri": redirect, "expires": int(time.time()) + AUTH_CODE_TTL_S}
+    st.touch("sandbox")
+    location = redirect + sep + urlencode([("code", code), ("state", state), ("realmId", st.realm_id)])
+    return Resp(302, b"", headers={"Location": location}, content_type="text/plain", mutated=True)
+
+
 def token_endpoint(st: SandboxState, req: Req, rotate: str | int = "always") -> Resp:
-    """POST /oauth2/v1/tokens/bearer (Basic client auth, grant_type=refresh_token)."""
+    """POST /oauth2/v1/tokens/bearer (Basic client auth; grant_type refresh_token, or
+    authorization_code with the code /connect/oauth2 issued: single use, 5 minutes, bound to
+    its redirect_uri)."""
     auth = req.headers.get("authorization", "")
     ok = False
     if auth[:6].lower() == "basic ":
@@ -872,18 +1032,27 @@ def token_endpoint(st: SandboxState, req: Req, rotate: str | int = "always") -> 
         return _oauth_error(401, "invalid_client")
     form = dict(parse_qsl(req.body.decode("utf-8", errors="replace")))
     grant = form.get("grant_type")
-    if grant != "refresh_token":
+    new_connection = False
+    if grant == "authorization_code":
+        issued = st.auth_codes.pop(form.get("code") or "", None)
+        st.touch("sandbox")
+        if issued is None or issued["expires"] <= time.time() or issued["redirect_uri"] != form.get("redirect_uri"):
+            return _oauth_error(400, "invalid_grant")
+        new_connection = True
+    elif grant != "refresh_token":
         return _oauth_error(400, "unsupported_grant_type" if grant else "invalid_request")
-    rt = form.get("refresh_token")
-    if not rt or rt != st.refresh_token:
-        return _oauth_error(400, "invalid_grant")
+    else:
+        rt = form.get("refresh_token")
+        if not rt or rt != st.refresh_token:
+            return _oauth_error(400, "invalid_grant")
     now = time.time()
     access = "sbx-at-" + secrets.token_urlsafe(24)
     # drop expired access tokens so the state does not grow without bound
     st.access_tokens = {t: e for t, e in st.access_tokens.items() if e > now}
     st.access_tokens[access] = int(now) + credentials.ACCESS_TOKEN_TTL_S
     st.refresh_serial += 1
-    if rotate == "always" or (isinstance(rotate, int) and rotate > 0 and st.refresh_serial % rotate == 0):
+    if new_connection or rotate == "always" or (isinstance(rotate, int) and rotate > 0 and st.refresh_serial % rotate == 0):
+        # a new connection supersedes the company's earlier refresh token
         st.refresh_token = f"sbx-rt-{st.refresh_serial}-" + secrets.token_urlsafe(16)
     st.touch("sandbox")
     body = {"token_type": "bearer", "access_token": access, "expires_in": credentials.ACCESS_TOKEN_TTL_S,

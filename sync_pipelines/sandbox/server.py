@@ -108,6 +108,7 @@ class SandboxServer:
             "HUBSPOT_CLIENT_SECRET": credentials.HUBSPOT_CLIENT_SECRET,
             "QBO_BASE_URL": base,
             "QBO_TOKEN_URL": base + "/oauth2/v1/tokens/bearer",
+            "QBO_AUTHORIZE_URL": base + "/connect/oauth2",
             "QBO_REALM_ID": self.realm_id,
             "QBO_CLIENT_ID": credentials.QBO_CLIENT_ID,
             "QBO_CLIENT_SECRET": credentials.QBO_CLIENT_SECRET,

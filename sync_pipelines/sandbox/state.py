@@ -19,9 +19,10 @@ from . import credentials
 from .fixture import validate_fixture
 from .http import dumps
 
-NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name"}
+NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name", "tax_codes": "Name",
+             "tax_rates": "Name"}
 QBO_ENTITY = {"customers": "Customer", "items": "Item", "classes": "Class", "terms": "Term", "invoices": "Invoice",
-              "payments": "Payment"}
+              "payments": "Payment", "tax_codes": "TaxCode", "tax_rates": "TaxRate"}
 
 # Deal properties the write-back may set even when no fixture deal carries them yet.
 EXTRA_DEAL_PROPERTIES = ("qbo_invoice_id", "qbo_invoice_number", "billed_through", "billing_status")
@@ -75,16 +76,18 @@ class SandboxState:
             q = fx["quickbooks"]
             self.realm_id: str = q["realm_id"]
             self.preferences: dict = q["preferences"]
+            self.company_info: dict = q["company_info"]
             self.qbo: dict[str, dict[str, dict]] = {}
             max_id = 0
             for k in QBO_ENTITY:
-                recs = sorted(q.get(k, []), key=lambda r: int(r["Id"]))
+                recs = sorted(q.get(k, []), key=lambda r: (not r["Id"].isdigit(), int(r["Id"]) if r["Id"].isdigit() else 0, r["Id"]))
                 for r in recs:
                     r.setdefault("SyncToken", "0")
                     r.setdefault("domain", "QBO")
                     if k in NAME_LIST:
                         r.setdefault("Active", True)
-                    max_id = max(max_id, int(r["Id"]))
+                    if r["Id"].isdigit():
+                        max_id = max(max_id, int(r["Id"]))
                 self.qbo[k] = {r["Id"]: r for r in recs}
 
             sb = fx.get("sandbox") or {}
@@ -93,6 +96,8 @@ class SandboxState:
             self.refresh_token: str = oauth.get("refresh_token") or credentials.QBO_REFRESH_TOKEN
             self.refresh_serial: int = int(oauth.get("refresh_serial", 0) or 0)
             self.access_tokens: dict[str, int] = dict(oauth.get("access_tokens") or {})
+            # authorization codes issued by /connect/oauth2: code -> {"redirect_uri", "expires"}
+            self.auth_codes: dict[str, dict] = dict(oauth.get("auth_codes") or {})
             self.replays: dict[str, list] = dict(sb.get("qbo_requests") or {})  # "realm|requestid" -> [status, body]
             # QBO deletions, for CDC: {"entity": "Invoice", "Id": "61", "LastUpdatedTime": "..."}
             self.qbo_deleted: list[dict] = list(sb.get("qbo_deleted") or [])
@@ -128,6 +133,7 @@ class SandboxState:
                 "quickbooks": {
                     "realm_id": self.realm_id,
                     "preferences": self.preferences,
+                    "company_info": self.company_info,
                     **{k: list(v.values()) for k, v in self.qbo.items()},
                 },
                 "sandbox": {
@@ -136,6 +142,7 @@ class SandboxState:
                         "refresh_token": self.refresh_token,
                         "refresh_serial": self.refresh_serial,
                         "access_tokens": dict(self.access_tokens),
+                        "auth_codes": dict(self.auth_codes),
                     },
                     "qbo_requests": dict(self.replays),
                     "qbo_deleted": list(self.qbo_deleted),
@@ -224,3 +231,7 @@ class SandboxState:
 
     def pref(self, group: str, key: str, default: Any = None) -> Any:
         return (self.preferences.get(group) or {}).get(key, default)
+
+    @property
+    def is_us(self) -> bool:
+        return str(self.company_info.get("Country") or "US").strip().upper() in ("US", "USA")

@@ -18,7 +18,7 @@ ENTRY_COLUMNS = [
 DEAL_COLUMNS = [
     "deal_id", "dealname", "dealstage", "pipeline", "closedate", "createdate", "hs_lastmodifieddate",
     "harvest_project_id", "billing_hourly_rate", "billing_discount_percent", "billing_not_to_exceed",
-    "po_number", "company_id",
+    "po_number", "company_id", "deal_currency_code",
 ]
 CATALOG_COLUMNS = ["entity", "id", "name", "active", "currency", "sku", "sync_token"]
 

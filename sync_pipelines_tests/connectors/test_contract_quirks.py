@@ -61,7 +61,8 @@ def fixture() -> dict:
         "hubspot": {"companies": [{"id": "7005", "properties": {"name": "O'Brien & Sons"}}], "deals": deals,
                     "associations": [{"from_type": "deals", "from_id": "8800", "to_type": "companies", "to_id": "7005",
                                       "type_id": 5}]},
-        "quickbooks": {"realm_id": "4620816365", "customers": [{"Id": "58", "DisplayName": "O'Brien & Sons", "Active": True}],
+        # custom numbers off (QuickBooks' default): QuickBooks numbers the invoices itself
+        "quickbooks": {"realm_id": "4620816365", "preferences": {"SalesFormsPrefs": {"CustomTxnNumbers": False}}, "customers": [{"Id": "58", "DisplayName": "O'Brien & Sons", "Active": True}],
                        "items": [{"Id": "1", "Name": "Services", "Type": "Service"}]},
     }
 

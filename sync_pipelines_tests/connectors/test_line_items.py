@@ -96,6 +96,8 @@ def test_sources_frame_only_for_the_stage_and_unreadable_items_kept(sb):
     frame, rejected = hubspot_deal_line_items(c, deals, stage="ready_for_billing")
     assert list(frame.columns) == list(LINE_ITEM_COLUMNS)
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    net = {"amount": None, "hs_discount_percentage": None, "discount": None}  # none set in this fixture
+    assert [r for r in rows if {k: r.pop(k) for k in net} != net] == []
     assert rows == [
         {"deal_id": "8800", "line_item_id": "9100", "name": "Strategy workshop", "sku": "Consulting",
          "price": "150.00", "quantity": "2.5"},

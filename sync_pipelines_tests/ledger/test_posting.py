@@ -298,3 +298,29 @@ def test_billing_facts_and_billing_history(ledger: Ledger) -> None:
     assert bh.posted_project_total("ret", 77) == Decimal("18000.00")
     assert bh.generation("ret", "2026-10", "all") == 1 and bh.carryover_hours == {"ret": Decimal("10.00")}
     assert ledger.history(REALM, ["ret"], "2026-01").carryover_hours == {}  # previous period 2025-12
+
+
+def test_quickbooks_tax_is_recorded_and_only_a_pre_tax_difference_is_a_mismatch(ledger: Ledger) -> None:
+    d = draft()  # expected_total 1500.00, pre-tax
+    begin(ledger, d)
+    r = ledger.record_posted(d["key"], qbo_id="91", sync_token="0", qbo_doc_number=d["doc_number"],
+                             qbo_total_amt=Decimal("1800.00"), qbo_total_tax=Decimal("300.00"))
+    assert r.total_matches and r.qbo_total_tax == Decimal("300.00")
+    rec = ledger.get_invoice(d["key"])
+    assert not rec.total_mismatch and rec.qbo_total_tax == Decimal("300.00") and rec.qbo_total_amt == Decimal("1800.00")
+    again = begin(ledger, d)
+    assert again.action == "skip_posted" and again.qbo_total_tax == Decimal("300.00") and not again.total_mismatch
+
+    short = draft(client="other")
+    begin(ledger, short)
+    r = ledger.record_posted(short["key"], qbo_id="92", sync_token="0", qbo_doc_number=short["doc_number"],
+                             qbo_total_amt=Decimal("1790.00"), qbo_total_tax=Decimal("300.00"))
+    assert not r.total_matches
+    assert ledger.get_invoice(short["key"]).last_error == (
+        "pre-tax total mismatch: QuickBooks 1490.00 (TotalAmt 1790.00, tax 300.00), ours 1500.00")
+
+    inclusive = draft(client="incl")
+    begin(ledger, inclusive)
+    r = ledger.record_posted(inclusive["key"], qbo_id="93", sync_token="0", qbo_doc_number=inclusive["doc_number"],
+                             qbo_total_amt=Decimal("1500.00"), qbo_total_tax=Decimal("250.00"), tax_inclusive=True)
+    assert r.total_matches  # the amounts contain the tax: TotalAmt is what we sent

@@ -12,6 +12,16 @@ from sync_pipelines.sandbox import SandboxServer
 REALM = "4620816365312345678"
 
 
+def _qbo_numbers_invoices() -> dict:
+    import copy
+
+    from sync_pipelines.sandbox.fixture import DEFAULT_PREFERENCES
+
+    prefs = copy.deepcopy(DEFAULT_PREFERENCES)
+    prefs["SalesFormsPrefs"]["CustomTxnNumbers"] = False
+    return prefs
+
+
 def small_fixture() -> dict:
     """A hand-written fixture covering the cases the contract tests need."""
     entries = []
@@ -59,6 +69,8 @@ def small_fixture() -> dict:
         },
         "quickbooks": {
             "realm_id": REALM,
+            # a company that numbers its own invoices (QuickBooks' default: custom numbers off)
+            "preferences": _qbo_numbers_invoices(),
             "customers": [
                 {"Id": "58", "DisplayName": "O'Brien & Sons", "Active": True, "CurrencyRef": {"value": "USD"}},
                 {"Id": "59", "DisplayName": "Old Client LLC", "Active": False},

@@ -15,7 +15,7 @@ from .test_quickbooks import invoice_body
 ENV_KEYS = {
     "HARVEST_BASE_URL", "HARVEST_ACCOUNT_ID", "HARVEST_ACCESS_TOKEN", "HUBSPOT_BASE_URL", "HUBSPOT_ACCESS_TOKEN",
     "HUBSPOT_CLIENT_SECRET", "QBO_BASE_URL", "QBO_TOKEN_URL", "QBO_REALM_ID", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET",
-    "QBO_REFRESH_TOKEN", "QBO_WEBHOOK_VERIFIER_TOKEN",
+    "QBO_REFRESH_TOKEN", "QBO_WEBHOOK_VERIFIER_TOKEN", "QBO_AUTHORIZE_URL",
 }
 
 
@@ -24,6 +24,7 @@ def test_env_names_every_design_variable(sb):
     assert set(env) == ENV_KEYS
     assert env["HARVEST_BASE_URL"] == env["HUBSPOT_BASE_URL"] == env["QBO_BASE_URL"] == sb.base_url
     assert env["QBO_TOKEN_URL"] == sb.base_url + "/oauth2/v1/tokens/bearer"
+    assert env["QBO_AUTHORIZE_URL"] == sb.base_url + "/connect/oauth2"
     assert sb.base_url.startswith("http://127.0.0.1:") and not sb.base_url.endswith("/v2")
     assert env["QBO_REALM_ID"] == "4620816365312345678"
 

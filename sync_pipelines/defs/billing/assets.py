@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import config, money
+from sync_pipelines.billing.company import QboCompany
 from sync_pipelines.billing.engine import price_month
 from sync_pipelines.billing.rules import parse_rules
 from sync_pipelines.defs.partitions import client_months, clients, monthly
@@ -91,7 +92,8 @@ def unassigned_time(
     )
 
 
-_EXTRACTS = {"harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "billing_rules"}
+_EXTRACTS = {"harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "qbo_company",
+             "billing_rules"}
 
 
 @dg.multi_asset(
@@ -126,6 +128,7 @@ _EXTRACTS = {"harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items",
         "hubspot_deals": dg.AssetIn(),
         "hubspot_deal_line_items": dg.AssetIn(),
         "qbo_catalog": dg.AssetIn(),
+        "qbo_company": dg.AssetIn(),
         "billing_rules": dg.AssetIn(),
     },
     partitions_def=client_months,
@@ -146,6 +149,7 @@ def price_client_month(
     hubspot_deals: pd.DataFrame,
     hubspot_deal_line_items: pd.DataFrame,
     qbo_catalog: pd.DataFrame,
+    qbo_company: dict,
     billing_rules: dict,
     ledger: LedgerResource,
     quickbooks: QuickBooksResource,
@@ -158,7 +162,8 @@ def price_client_month(
     realm_id = quickbooks.realm_id
     history = billing_history(ledger.open().history(realm_id, [client_key], period))
     result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id,
-                         [client_key], line_items=hubspot_deal_line_items)
+                         [client_key], line_items=hubspot_deal_line_items,
+                         company=QboCompany.from_document(qbo_company))
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
     billed = entries[entries["status"] == "billed"]
@@ -179,6 +184,7 @@ def price_client_month(
     result.lines.to_csv(preview, index=False)
     summary = pd.DataFrame(
         [{"invoice": i["doc_number"], "status": i["status"], "total": f"{i['total']} {i['currency']}",
+          "expected_tax": "set by QuickBooks" if i["expected_tax"] is None else str(i["expected_tax"]),
           "hours": str(i["billed_hours"]), "reasons": "; ".join(i["hold_reasons"])} for i in document["invoices"]]
     )
     held = [i for i in document["invoices"] if i["status"] == "held"]
@@ -195,6 +201,7 @@ def price_client_month(
                 ", ".join(f"{i['total']} {i['currency']}" for i in document["invoices"] if i["status"] == "ready") or "0"
             ),
             "preview_csv": dg.MetadataValue.path(str(preview)),
+            "quickbooks_company": dg.MetadataValue.text(document.get("company") or ""),
             **_line_item_deals_metadata(result, client_key),
             "drafts": dg.MetadataValue.md(summary.to_markdown(index=False) if len(summary) else "_no invoice this month_"),
         },

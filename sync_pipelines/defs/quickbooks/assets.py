@@ -39,6 +39,36 @@ def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResourc
     )
 
 
+@dg.asset(kinds={"quickbooks", "json"}, **EXTRACT_ASSET)
+def qbo_company(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[dict]:
+    """The QuickBooks company's settings the invoices must fit, read for the month.
+
+    Country, home currency, multicurrency, discounts, custom invoice numbers, class tracking,
+    sales tax / Automated Sales Tax, and the tax codes with their sales rates. Each draft is fitted
+    to these (CurrencyRef, discount item, class on invoice or lines, DocNumber, TaxCodeRef) or
+    held with the reason, so a setting changed in QuickBooks shows up as a held invoice, never as
+    an invoice QuickBooks rejects or silently alters. Re-materialise after changing a setting.
+    """
+    with quickbooks.client() as client:
+        company, rejected = sources.qbo_company(client)
+    meta = keep_rejected(context, "quickbooks", context.partition_key, rejected)
+    codes = pd.DataFrame(
+        [{"tax_code": c.name, "id": c.id, "active": c.active, "sales_rates": ", ".join(f"{r.name} {r.percent}%" for r in c.sales_rates)}
+         for c in company.tax_codes],
+        columns=["tax_code", "id", "active", "sales_rates"],
+    )
+    return dg.Output(
+        company.as_document(),
+        metadata={
+            "settings": dg.MetadataValue.text(company.summary()),
+            "country": dg.MetadataValue.text(company.country),
+            "home_currency": dg.MetadataValue.text(company.home_currency),
+            "tax_codes": dg.MetadataValue.md(codes.to_markdown(index=False) if len(codes) else "_none_"),
+            **meta,
+        },
+    )
+
+
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
 def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
     """Invoices already in QuickBooks dated in the month, whoever created them.
