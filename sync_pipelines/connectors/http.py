@@ -432,7 +432,9 @@ class RetryPolicy:
     * backoff: full jitter, ``uniform(0, min(max_delay, base_delay * 2**(attempt-1)))``.
     * ``Retry-After`` (seconds or HTTP date) wins when present (capped at ``max_retry_after``).
     * ``rate_limit_wait``: wait for a 429 without Retry-After (QuickBooks: Intuit says 60 s);
-      None means use the jittered backoff.
+      None means use the jittered backoff. With ``rate_limit_first_wait`` set it is the ceiling
+      of an adaptive schedule instead: ``first_wait``, then doubling per attempt (5, 10, 20, 40,
+      60 s), so a brief burst over the limit costs seconds, not a flat minute per 429.
     * ``locked_min_wait``: minimum wait after 423 Locked (HubSpot says ≥ 2 s).
     * ``max_total_wait``: give up (raise) rather than sleep past this many seconds in total.
 
@@ -445,6 +447,7 @@ class RetryPolicy:
     max_total_wait: float = 300.0
     max_retry_after: float = 120.0
     rate_limit_wait: float | None = None
+    rate_limit_first_wait: float | None = None
     locked_min_wait: float = 2.0
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504, 423, 477, 524})
 
@@ -713,6 +716,8 @@ class ApiTransport:
             wait = min(info.suggested_wait, policy.max_delay)
         elif isinstance(error, ApiRateLimited) and policy.rate_limit_wait is not None:
             wait = policy.rate_limit_wait
+            if policy.rate_limit_first_wait is not None:
+                wait = min(wait, policy.rate_limit_first_wait * 2 ** max(0, attempt - 1))
         else:
             wait = backoff
         if response is not None and response.status_code == 423:

@@ -99,6 +99,8 @@ invoices = sa.Table(
     # revision 0003
     sa.Column("project_totals", sa.Text),  # JSON {"<harvest project id>": amount} (deal caps)
     sa.Column("carry_forward_hours", Amount),  # retainer hours carried into the next period
+    # revision 0006: the Dagster run holding the claim (a claim whose run is dead is taken over)
+    sa.Column("claimed_by", sa.String(64)),
     sa.CheckConstraint(
         "status IN ('pending', 'posted', 'failed', 'held', 'voided', 'drift')", name="ck_sync_invoices_status"
     ),

@@ -74,7 +74,7 @@ def test_token_refresh_is_single_flight_across_processes(migrated_url: str, pool
 
 
 def test_concurrent_migrate(ledger_url: str, pool: ProcessPoolExecutor) -> None:
-    assert _together(pool, _workers.migrate_worker, [(ledger_url,), (ledger_url,)]) == ["0003_billing_facts"] * 2
+    assert _together(pool, _workers.migrate_worker, [(ledger_url,), (ledger_url,)]) == ["0006_claim_owner"] * 2
 
 
 def test_sqlite_write_transactions_take_the_lock_up_front(tmp_path) -> None:
