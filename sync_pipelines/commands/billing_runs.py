@@ -313,8 +313,11 @@ def print_run(run: BillingRun, *, out: TextIO = sys.stdout, dry_run: bool = Fals
                     w(f"     {_short(line.get('Description', ''))}  {qty}  = {line['Amount']}\n")
                 elif line.get("DetailType") == "DiscountLineDetail":
                     w(f"     discount  -{line['Amount']}\n")
-            reasons = list(inv.get("hold_reasons") or []) + ([o["reasons"]] if o.get("reasons") else [])
-            for reason in dict.fromkeys(reasons):  # the draft's reason and QuickBooks' may be the same
+            reasons = list(inv.get("hold_reasons") or [])
+            # posting records a held draft with the draft's own reasons: print them once
+            if o.get("reasons") and o["reasons"] != "; ".join(reasons):
+                reasons.append(o["reasons"])
+            for reason in dict.fromkeys(reasons):
                 w(f"     ! {reason}\n")
     if run.stopped_by:
         w(_stop_summary(run))

@@ -200,7 +200,7 @@ def parse_records(
                     entity=entity,
                     record_id=record_id,
                     reason=_short_reason(exc),
-                    raw_json=_raw_json(raw),
+                    raw_json=canonical_json(raw),
                 )
             )
     return out
@@ -221,7 +221,9 @@ def _short_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _raw_json(raw: Any) -> str:
+def canonical_json(raw: Any) -> str:
+    """The record as sorted-key JSON (exact decimals): how a quarantined record is kept, and how two
+    copies of one record are compared."""
     try:
         return money.dumps(raw, sort_keys=True)
     except Exception:
