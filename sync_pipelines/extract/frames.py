@@ -179,9 +179,9 @@ def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.Dat
             "createdate": d.prop("createdate"),
             "hs_lastmodifieddate": d.prop("hs_lastmodifieddate"),
             "harvest_project_id": _project_id(d.prop("harvest_project_id")),
-            "billing_hourly_rate": _strip_keep_blank(d.prop("billing_hourly_rate")),
-            "billing_discount_percent": _strip_keep_blank(d.prop("billing_discount_percent")),
-            "billing_not_to_exceed": _strip_keep_blank(d.prop("billing_not_to_exceed")),
+            "billing_hourly_rate": _strip_keep_blank(d.properties.get("billing_hourly_rate")),
+            "billing_discount_percent": _strip_keep_blank(d.properties.get("billing_discount_percent")),
+            "billing_not_to_exceed": _strip_keep_blank(d.properties.get("billing_not_to_exceed")),
             "po_number": d.prop("po_number"),
             "company_id": company_ids.get(d.id),
         })
