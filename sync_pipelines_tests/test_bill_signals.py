@@ -1,0 +1,75 @@
+"""Issue 13, "SIGTERM is ignored": a real `sync-pipelines bill` process against a slowed sandbox
+stops at the next safe point (between invoices), says what is done and what is left, exits 143,
+and a re-run finishes the month with no duplicate."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sync_pipelines.ledger import Ledger
+from sync_pipelines.sandbox import SandboxServer, generate_fixture
+
+PERIOD = "2026-10"
+
+
+def _bill(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sync_pipelines.cli", "bill", "--month", PERIOD], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_ends_bill_between_invoices_with_a_summary(tmp_path: Path, signum, status) -> None:
+    fixture, rules_yaml = generate_fixture(clients=4, entries=100, seed=31, month=PERIOD)
+    rules = tmp_path / "billing_rules.yaml"
+    rules.write_text(rules_yaml)
+    home = tmp_path / "home"
+    home.mkdir()
+    with SandboxServer(fixture) as sandbox:
+        env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home)}
+        env.pop("SYNC_DATABASE_URL", None)
+        env.pop("SYNC_OUTPUT_DIR", None)
+        sandbox.set_faults("quickbooks", latency_ms=250)
+        proc = _bill(env)
+        deadline = time.monotonic() + 240
+        while not sandbox.state()["quickbooks"].get("invoices") and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        signalled = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+        stopped_in = time.monotonic() - signalled
+        name = signal.Signals(signum).name
+        assert proc.returncode == status, (out[-3000:], err[-3000:])
+        assert stopped_in < 60, stopped_in  # before: it kept posting for 60 s and more
+        assert f"{name} received: stopping after the invoice in progress" in err
+        assert f"Stopped by {name} at a safe point" in out and "  done: " in out and "  left: " in out
+        assert "Traceback" not in out + err
+
+        # Nothing half-done: every QuickBooks invoice is posted in the ledger, nothing is pending.
+        ledger = Ledger(f"sqlite:///{home / 'sync_ledger.db'}")
+        try:
+            rows = ledger.status(period=PERIOD)
+            assert not [r for r in rows if r.status == "pending"]
+            posted = {r.qbo_doc_number for r in rows if r.status == "posted"}
+            in_qbo = [i["DocNumber"] for i in sandbox.state()["quickbooks"]["invoices"]]
+            assert posted == set(in_qbo) and len(in_qbo) == len(set(in_qbo))
+            assert "clients not started" in out or "not attempted" in out
+
+            # The re-run finishes the month: each invoice once.
+            sandbox.set_faults("quickbooks")
+            again = _bill(env)
+            out2, err2 = again.communicate(timeout=300)
+            assert again.returncode in (0, 3), (out2[-3000:], err2[-3000:])
+            in_qbo = [i["DocNumber"] for i in sandbox.state()["quickbooks"]["invoices"]]
+            assert len(in_qbo) == len(set(in_qbo)) > len(posted)
+            rows = ledger.status(period=PERIOD)
+            assert {r.qbo_doc_number for r in rows if r.status == "posted"} == set(in_qbo)
+        finally:
+            ledger.dispose()
