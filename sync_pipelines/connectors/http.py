@@ -533,11 +533,22 @@ def make_timeout(timeout: httpx.Timeout | float | None) -> httpx.Timeout:
 
 
 def loads_response(response: httpx.Response) -> Any:
-    """Decode a JSON body with Decimal numbers (never ``response.json()``); None when empty."""
+    """Decode a JSON body with Decimal numbers (never ``response.json()``); None when empty.
+
+    A 2xx body that is not JSON raises :class:`ApiValidationError` naming the API, the path and
+    where the JSON breaks (never the body itself, which may hold personal data)."""
     content = response.content
     if not content or not content.strip():
         return None
-    return money.loads(content)
+    try:
+        return money.loads(content)
+    except ValueError as exc:
+        request = response.request
+        where = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else type(exc).__name__
+        raise ApiValidationError(
+            request.url.host or "api", request.method, request.url.path, response.status_code,
+            api_message=f"the response is not valid JSON ({where})",
+        ) from None
 
 
 class ApiTransport:
