@@ -103,3 +103,14 @@ def truncate(url: str) -> None:
             conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         engine.dispose()
+
+
+def point_env_at(monkeypatch: Any, sandbox: Any, home: Any, rules_path: Any) -> None:
+    """Point the product's environment at `sandbox`, a fresh DAGSTER_HOME and a rules file (the
+    default SQLite ledger and output directory under that home)."""
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("SYNC_RULES_FILE", str(rules_path))
+    monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SYNC_OUTPUT_DIR", raising=False)

@@ -18,6 +18,7 @@ from sync_pipelines.commands.billing_runs import EXIT_FAILED, bill_month, print_
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.run_errors import step_errors
 from sync_pipelines.sandbox import SandboxServer, generate_fixture
+from sync_pipelines_tests._sandbox_month import point_env_at
 
 PERIOD = "2026-10"
 
@@ -45,12 +46,7 @@ def month(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_yaml)
     with SandboxServer(fixture) as sandbox:
-        for name, value in sandbox.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("SYNC_RULES_FILE", str(rules))
-        monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
-        monkeypatch.delenv("SYNC_OUTPUT_DIR", raising=False)
+        point_env_at(monkeypatch, sandbox, home, rules)
         yield sandbox, home
 
 
