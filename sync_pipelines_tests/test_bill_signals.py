@@ -73,3 +73,57 @@ def test_a_stop_signal_ends_bill_between_invoices_with_a_summary(tmp_path: Path,
             assert {r.qbo_doc_number for r in rows if r.status == "posted"} == set(in_qbo)
         finally:
             ledger.dispose()
+
+
+def test_a_claim_left_by_a_killed_bill_is_taken_over_at_once(tmp_path: Path) -> None:
+    # Before: each re-run inside the 300 s claim failed with "Exceeded max_retries of 5", blocked
+    # every later client, and the killed runs stayed STARTED in the instance for ever.
+    import dagster as dg
+
+    fixture, rules_yaml = generate_fixture(clients=3, entries=60, seed=41, month=PERIOD)
+    rules = tmp_path / "billing_rules.yaml"
+    rules.write_text(rules_yaml)
+    home = tmp_path / "home"
+    home.mkdir()
+    with SandboxServer(fixture) as sandbox:
+        env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home)}
+        env.pop("SYNC_DATABASE_URL", None)
+        env.pop("SYNC_OUTPUT_DIR", None)
+        db = home / "sync_ledger.db"
+        proc = _bill(env)
+        deadline = time.monotonic() + 240
+        pending = []
+        while not pending and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            if db.exists():
+                # the first invoice is claimed: slow QuickBooks down so the kill lands mid-call
+                sandbox.set_faults("quickbooks", latency_ms=3000)
+                ledger = Ledger(f"sqlite:///{db}")
+                try:
+                    pending = [r for r in ledger.status(period=PERIOD) if r.status == "pending"]
+                except Exception:  # noqa: BLE001 - the ledger is being created
+                    pending = []
+                finally:
+                    ledger.dispose()
+            time.sleep(0.05)
+        assert pending, "the first run never claimed an invoice"
+        proc.kill()
+        proc.wait()
+        sandbox.set_faults("quickbooks")
+
+        started = time.monotonic()
+        again = _bill(env)
+        out, err = again.communicate(timeout=280)
+        assert again.returncode == 0, (out[-3000:], err[-3000:])
+        assert time.monotonic() - started < 150  # not waiting out the 300 s claim
+        assert "was left STARTED by a killed process; marked failed" in err
+        in_qbo = [i["DocNumber"] for i in sandbox.state()["quickbooks"]["invoices"]]
+        ledger = Ledger(f"sqlite:///{db}")
+        try:
+            rows = ledger.status(period=PERIOD)
+            assert rows and {r.status for r in rows} == {"posted"}
+            assert sorted(in_qbo) == sorted(r.qbo_doc_number for r in rows)  # one invoice per key
+        finally:
+            ledger.dispose()
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))

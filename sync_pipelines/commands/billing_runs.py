@@ -29,7 +29,8 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_HELD = 3
-# Stopped by SIGTERM / SIGINT at a safe point: 128 + the signal's number (143, 130), as shells do.
+# Stopped by SIGTERM / SIGINT at a safe point: stopping.exit_status(), 128 + the signal's number
+# (143, 130), as shells report a command ended by a signal.
 
 _DEMO_INSTANCE_YAML = """\
 # Local instance on Dagster's embedded SQLite (written by sync-pipelines; see dagster.yaml at the
