@@ -127,3 +127,30 @@ def test_each_bill_reports_what_its_own_run_did(month, monkeypatch) -> None:
     run = _bill(home)
     outcomes = [o for c in run.clients if c.outcomes is not None for o in c.outcomes["outcome"]]
     assert outcomes and set(outcomes) == {"posted"}
+
+
+def test_secrets_never_reach_the_error_line_or_the_summary(month, monkeypatch, capsys) -> None:
+    sandbox, home = month
+    secret = sandbox.env()["HARVEST_ACCESS_TOKEN"]
+    from sync_pipelines.ledger import redact
+
+    redact.register_secret(secret)  # as the connectors do for every token they are given
+
+    def leaky(*args, **kwargs):
+        raise RuntimeError(f"could not connect with Authorization: Bearer {secret} (token={secret})")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(billing_runs, "bill_month", leaky)
+        assert main(["bill", "--month", PERIOD]) == 1
+    err = capsys.readouterr().err
+    assert secret not in err and "[REDACTED]" in err
+
+    import sync_pipelines.defs.billing.assets as billing_assets
+
+    monkeypatch.setattr(billing_assets, "price_month", leaky)
+    run = _bill(home)
+    buffer = io.StringIO()
+    print_run(run, out=buffer)
+    text = buffer.getvalue() + billing_runs.run_summary_json(run)
+    assert any(not c.success for c in run.clients)
+    assert secret not in text

@@ -112,11 +112,12 @@ def _store_dir(definitions: dg.Definitions) -> Path:
 
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's own error, redacted (the summary is printed and sent as JSON)."""
     errors = step_errors(result.all_events, limit=2000)
     if errors:
-        return errors[0]
+        return redact.short_error(errors[0], limit=2000) or errors[0]
     failure = result.get_run_failure_event()
-    return failure.message if failure is not None else "run failed"
+    return (redact.short_error(failure.message, limit=2000) or "run failed") if failure is not None else "run failed"
 
 
 def bill_month(
