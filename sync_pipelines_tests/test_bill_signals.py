@@ -1,6 +1,7 @@
-"""Issue 13, "SIGTERM is ignored": a real `sync-pipelines bill` process against a slowed sandbox
-stops at the next safe point (between invoices), says what is done and what is left, exits 143,
-and a re-run finishes the month with no duplicate."""
+"""Issue 13, real `sync-pipelines bill` processes against the sandbox: a stop signal ends `bill`
+at the next safe point (between invoices) with what is done and left, exit 143 / 130, and a
+re-run finishes the month with no duplicate; a claim left by a SIGKILLed `bill` is taken over
+by the next one at once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ from sync_pipelines.sandbox import SandboxServer, generate_fixture
 PERIOD = "2026-10"
 
 
+def _month(tmp_path: Path, clients: int, entries: int, seed: int) -> tuple[dict, Path, Path]:
+    """A generated month: (fixture, rules file, DAGSTER_HOME) under `tmp_path`."""
+    fixture, rules_yaml = generate_fixture(clients=clients, entries=entries, seed=seed, month=PERIOD)
+    rules = tmp_path / "billing_rules.yaml"
+    rules.write_text(rules_yaml)
+    home = tmp_path / "home"
+    home.mkdir()
+    return fixture, rules, home
+
+
+def _env(sandbox: SandboxServer, rules: Path, home: Path) -> dict[str, str]:
+    """`bill`'s environment: the sandbox, the rules, the default SQLite ledger under `home`."""
+    env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home)}
+    env.pop("SYNC_DATABASE_URL", None)
+    env.pop("SYNC_OUTPUT_DIR", None)
+    return env
+
+
 def _bill(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sync_pipelines.cli", "bill", "--month", PERIOD], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -26,15 +45,9 @@ def _bill(env: dict[str, str]) -> subprocess.Popen:
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_signal_ends_bill_between_invoices_with_a_summary(tmp_path: Path, signum, status) -> None:
-    fixture, rules_yaml = generate_fixture(clients=4, entries=100, seed=31, month=PERIOD)
-    rules = tmp_path / "billing_rules.yaml"
-    rules.write_text(rules_yaml)
-    home = tmp_path / "home"
-    home.mkdir()
+    fixture, rules, home = _month(tmp_path, clients=4, entries=100, seed=31)
     with SandboxServer(fixture) as sandbox:
-        env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home)}
-        env.pop("SYNC_DATABASE_URL", None)
-        env.pop("SYNC_OUTPUT_DIR", None)
+        env = _env(sandbox, rules, home)
         sandbox.set_faults("quickbooks", latency_ms=250)
         proc = _bill(env)
         deadline = time.monotonic() + 240
@@ -80,15 +93,9 @@ def test_a_claim_left_by_a_killed_bill_is_taken_over_at_once(tmp_path: Path) -> 
     # every later client, and the killed runs stayed STARTED in the instance for ever.
     import dagster as dg
 
-    fixture, rules_yaml = generate_fixture(clients=3, entries=60, seed=41, month=PERIOD)
-    rules = tmp_path / "billing_rules.yaml"
-    rules.write_text(rules_yaml)
-    home = tmp_path / "home"
-    home.mkdir()
+    fixture, rules, home = _month(tmp_path, clients=3, entries=60, seed=41)
     with SandboxServer(fixture) as sandbox:
-        env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home)}
-        env.pop("SYNC_DATABASE_URL", None)
-        env.pop("SYNC_OUTPUT_DIR", None)
+        env = _env(sandbox, rules, home)
         db = home / "sync_ledger.db"
         proc = _bill(env)
         deadline = time.monotonic() + 240
