@@ -18,8 +18,8 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import config, money, stopping
-from sync_pipelines.ledger import redact
 from sync_pipelines.defs.io_manager import read_stored
+from sync_pipelines.ledger import redact
 from sync_pipelines.run_errors import step_errors
 from sync_pipelines.run_liveness import mark_dead_cli_runs_failed, process_tags
 
