@@ -14,7 +14,9 @@
     sync-pipelines qbo status
 
 `bill` exits 0 when every invoice is posted or already posted, 3 when the run completed but
-some invoices are held (or drifted), 1 on failure.
+some invoices are held (or drifted), 1 on failure, 143 / 130 when SIGTERM / SIGINT stopped it
+at a safe point (between invoices; it prints what is done and what is left). No command ends in
+a traceback: an unexpected error prints one `error:` line and exits 1.
 """
 
 from __future__ import annotations
@@ -121,6 +123,18 @@ def _port(value: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the operator gets one line, never a traceback
+        from sync_pipelines.ledger import redact
+
+        print(f"error: {redact.short_error(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sandbox":
         from sync_pipelines.sandbox import cli as sandbox_cli
 
@@ -145,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "bill":
-        from sync_pipelines.commands.billing_runs import bill_month, print_run, run_summary_json
+        from sync_pipelines.commands.billing_runs import bill_month, print_run, run_in_foreground, run_summary_json
 
         if args.out is not None and not args.dry_run:
             print("error: --out goes with --dry-run", file=sys.stderr)
             return 2
-        run = bill_month(args.month, client=args.client, dry_run=args.dry_run, out_dir=args.out)
+        run = run_in_foreground(
+            lambda: bill_month(args.month, client=args.client, dry_run=args.dry_run, out_dir=args.out))
         if args.json:
             print(run_summary_json(run))
         else:

@@ -14,8 +14,12 @@ def step_errors(events: Iterable[Any], limit: int = 300) -> list[str]:
     """
     out = []
     for event in events:
-        data = getattr(event, "step_failure_data", None)
-        if not getattr(event, "is_step_failure", False) or data is None or data.error is None:
+        # `step_failure_data` raises (a CheckError) on every other event type, so the type is
+        # tested first and the property read only on step failures.
+        if not getattr(event, "is_step_failure", False):
+            continue
+        data = event.step_failure_data
+        if data is None or data.error is None:
             continue
         error = data.error
         while error.cause is not None:

@@ -29,6 +29,7 @@ import sqlalchemy  # noqa: F401
 
 from sync_pipelines import money
 from sync_pipelines.connectors.factory import hubspot_from_env, quickbooks_from_env
+from sync_pipelines.connectors.http import RetryPolicy
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import post_drafts
@@ -79,15 +80,17 @@ class CrashingHubSpot(_Proxy):
 def run(job: dict[str, Any], result_path: str) -> None:
     """One posting run. `job`: ledger_url, env, drafts (the drafts document), deals (frame),
     entry_projects, company_ids, claim_seconds, crash ("point:n" or None), retry_busy,
-    start_at (wall-clock barrier or None)."""
+    start_at (wall-clock barrier or None), fast_retries (optional: short connector retries)."""
     _hits.clear()
     if job.get("crash"):
         os.environ[CRASH_ENV] = job["crash"]
     else:
         os.environ.pop(CRASH_ENV, None)
     ledger = Ledger(job["ledger_url"], claim_seconds=job["claim_seconds"])
-    qbo_client = quickbooks_from_env(ledger.tokens, job["env"], audit=ledger)
-    hubspot_client = hubspot_from_env(job["env"], audit=ledger)
+    # The chaos run injects 20-35 % faults: many short retries instead of production's long waits.
+    fast = {"retry": RetryPolicy.fast(max_attempts=10, max_retry_after=2.0)} if job.get("fast_retries") else {}
+    qbo_client = quickbooks_from_env(ledger.tokens, job["env"], audit=ledger, oauth_kwargs=fast, **fast)
+    hubspot_client = hubspot_from_env(job["env"], audit=ledger, **fast)
     qbo, hubspot = CrashingQuickBooks(qbo_client), CrashingHubSpot(hubspot_client)
     drafts = posting_drafts(job["drafts"])
     keys = [d.key for d in drafts]

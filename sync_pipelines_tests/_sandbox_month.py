@@ -157,3 +157,14 @@ def billed_month(tmp: Path, period: str, *, clients: int = 3, entries: int = 60,
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+
+def point_env_at(monkeypatch: Any, sandbox: Any, home: Any, rules_path: Any) -> None:
+    """Point the product's environment at `sandbox`, a fresh DAGSTER_HOME and a rules file (the
+    default SQLite ledger and output directory under that home)."""
+    for name, value in sandbox.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("SYNC_RULES_FILE", str(rules_path))
+    monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
+    monkeypatch.delenv("SYNC_OUTPUT_DIR", raising=False)

@@ -41,14 +41,16 @@ def test_unused_retainer_hours_roll_over_into_next_month_through_the_ledger(tmp_
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.migrate()
     rules = rules_for(RETAINER)
-    september = entries_frame([entry(1, "2026-09-10", "30.00")])  # 10 of 40 included hours unused
+    # 10 of 40 included hours unused (entries stay under 24 h each: longer ones are not billed)
+    september = entries_frame([entry(1, "2026-09-10", "15.00"), entry(3, "2026-09-11", "15.00")])
     first = price_month(rules, "2026-09", september, deals_frame(), catalog_frame(), BillingHistory(), REALM)
     assert first.invoices.iloc[0]["retainer_carry_forward_hours"] == D("10.00")
     _post_all(ledger, first, september)
 
     history = billing_history(ledger.history(REALM, ["acme"], "2026-10"))
     assert history.carryover_hours == {"acme": D("10.00")}
-    october = entries_frame([entry(2, "2026-10-05", "45.00")])
+    october = entries_frame([entry(2, "2026-10-05", "20.00"), entry(4, "2026-10-06", "15.00"),
+                             entry(5, "2026-10-07", "10.00")])
     second = price_month(rules, "2026-10", october, deals_frame(), catalog_frame(), history, REALM)
     inv = second.invoices.iloc[0]
     assert inv["retainer_included_hours"] == D("50.00")

@@ -50,6 +50,14 @@ def cell_text(v: object) -> str | None:
     return s or None
 
 
+OVERRIDES = ("billing_hourly_rate", "billing_discount_percent", "billing_not_to_exceed")
+
+
+def is_blank(v: object) -> bool:
+    """A cell that holds text, but only whitespace (a missing cell is not blank)."""
+    return isinstance(v, str) and not v.strip()
+
+
 def cell_decimal(v: object) -> Decimal | None:
     """A frame cell as a finite Decimal (None when missing); anything else raises ValueError."""
     s = cell_text(v)
@@ -101,6 +109,12 @@ def project_terms(deals: pd.DataFrame | None, timezone: str) -> dict[int, Projec
     for _, deal_id, rec, when in records:
         pid = int(rec["harvest_project_id"])
         t = out.setdefault(pid, ProjectTerms(pid))
+        for name in OVERRIDES:
+            # A property set to "" says "this deal overrides" without saying how: falling back to
+            # the client's rules could bill at a rate nobody agreed, so the invoice waits.
+            if is_blank(rec.get(name)):
+                t.problems.append(f"deal {deal_id} {name} is empty (\"\"): set the value the deal means "
+                                  "(the client's own rate, for instance) or remove the deal's project link")
         try:
             rate = cell_decimal(rec.get("billing_hourly_rate"))
             if rate is not None:

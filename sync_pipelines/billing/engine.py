@@ -120,8 +120,12 @@ def price_month(
     clients: list[str] | None = None,
     line_items: pd.DataFrame | None = None,
     company: QboCompany | None = None,
+    today: date | None = None,
 ) -> BillingResult:
     """Price one month (DESIGN §5) for every rules client, or only `clients`.
+
+    `today` (the run's date in the firm's timezone) excludes entries dated after it; None (pure
+    tests of past months) skips that rule.
 
     `line_items` (the `deal_line_items` frame): with the rules' `hubspot.ready_for_billing_stage`
     set, each qualifying deal of `deals` is also invoiced from its line items (one invoice per
@@ -157,7 +161,7 @@ def price_month(
 
     days = day_numbers(E["spent_date"]) if n else np.zeros(0, dtype=np.int64)
     if n:
-        reasons, candidate = base_reasons(E, code, days, period)
+        reasons, candidate = base_reasons(E, code, days, period, today)
     else:
         reasons, candidate = np.zeros(0, dtype=object), np.zeros(0, dtype=bool)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sync_pipelines import money
+from sync_pipelines.billing import guards
 from sync_pipelines.billing import keys as keymod
 from sync_pipelines.billing.catalog import Catalog
 from sync_pipelines.billing.deals import ProjectTerms
@@ -373,6 +374,17 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
             customer_currency = customer.currency or ctx.rules.firm.home_currency
             if customer_currency != cur:
                 holds.append(f"QuickBooks customer {e.qbo_customer!r} is in {customer_currency}, the rules say {cur}")
+
+        # amounts QuickBooks cannot store, and a total far beyond the client's history
+        holds += guards.amount_limit_problems(list(amounts) + [r["amount"] for r in pre + post], total, cur)
+        jump = e.guards.total_jump if e.guards else None  # type: ignore[union-attr]
+        if jump is not None and jump.enabled and total > 0:
+            posted = [p.total for p in ctx.history.posted_invoices
+                      if p.client_key == ck and p.invoice_key not in run_keys[ck]]
+            problem = guards.total_jump_problem(total, posted, factor=jump.factor, min_history=jump.min_history,
+                                                currency=cur, rule_path=f"clients.{ck}.guards.total_jump")
+            if problem:
+                holds.append(problem)
 
         if total == 0 and fee == 0 and not holds:
             dropped.add(inv)

@@ -21,17 +21,25 @@ LINE_KEYS = ["inv", "kind", "item", "ld_project", "ld_task", "ld_user", "ld_entr
 SORT_KEYS = ["inv", "kind", "s_project", "s_task", "s_user", "s_day", "ld_entry", "rate", "item"]
 
 
+# 1e17 millionths = 1e11 currency units: past QuickBooks' 9,999,999,999.99 by 10x.
+SATURATED_PRODUCT = 10**17
+
+
 def amount_minor(billed_centi: np.ndarray, rate: np.ndarray, minor_digits: np.ndarray) -> np.ndarray:
     """Qty (centihours) x rate (1e-4 fixed point), half up to 10^-minor_digits, as int64.
 
     The product is in 1e-6 units; values are non-negative, so half up is floor(x + d/2).
-    Overflow would need more than ~9e14 currency units on one line and is refused.
+    A product beyond ``SATURATED_PRODUCT`` (10x the largest amount QuickBooks accepts) is
+    computed exactly and then saturated there: such a line can never be invoiced (the guard holds
+    its invoice, billing/guards.py), and int64 sums of many of them still cannot overflow.
     """
     billed = billed_centi.astype(np.int64)
     r = np.where(rate >= 0, rate, 0).astype(np.int64)
-    if len(billed) and int(billed.max(initial=0)) * int(r.max(initial=0)) >= 2**62:
-        raise OverflowError("line amount too large for int64 arithmetic")
-    product = billed * r  # units of 1e-6
+    if len(billed) and int(billed.max(initial=0)) * int(r.max(initial=0)) >= SATURATED_PRODUCT:
+        exact = billed.astype(object) * r.astype(object)
+        product = np.array([min(int(p), SATURATED_PRODUCT) for p in exact], dtype=np.int64)
+    else:
+        product = billed * r  # units of 1e-6
     scale = 2 + len(str(RATE_SCALE)) - 1  # 6 decimals
     div = (10 ** (scale - minor_digits.astype(np.int64))).astype(np.int64)
     return (product + div // 2) // div

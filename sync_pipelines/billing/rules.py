@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sync_pipelines import money
+from sync_pipelines.billing.guards import over_qbo_limit, qbo_limit_message
 from sync_pipelines.billing.yaml_decimal import load_yaml
 
 CLIENT_KEY_RE = re.compile(r"^[a-z0-9_-]+$")
@@ -42,7 +43,15 @@ def _no_float(value: Any) -> Any:
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, allow_inf_nan=False)]
+def _within_qbo(value: Decimal) -> Decimal:
+    # QuickBooks holds at most 10 digits before the decimal point ("max 15 digits in 10.5
+    # format"): a rate, fee, cap or minimum beyond that cannot be invoiced (and is a typo).
+    if over_qbo_limit(value):
+        raise ValueError(qbo_limit_message(value))
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, allow_inf_nan=False), AfterValidator(_within_qbo)]
 Percent = Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0, le=100, allow_inf_nan=False)]
 Hours = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0, allow_inf_nan=False)]
 IdOrName = Annotated[int | str, BeforeValidator(_no_float)]
@@ -129,6 +138,19 @@ class Retainer(_Model):
         return int(self.included_hours * 100)
 
 
+class TotalJumpGuard(_Model):
+    """Hold an invoice whose total exceeds `factor` x the client's largest posted invoice, once the
+    client has at least `min_history` posted invoices (docs/rules.md "Guards")."""
+
+    enabled: bool = True
+    factor: Annotated[Decimal, BeforeValidator(_no_float), Field(gt=1, allow_inf_nan=False)] = Decimal(10)
+    min_history: int = Field(default=3, ge=1)
+
+
+class Guards(_Model):
+    total_jump: TotalJumpGuard | None = None
+
+
 class InvoiceSettings(_Model):
     group_by: Literal["client", "project", "po"] | None = None
     line_detail: Literal["summary", "project", "task", "person", "task_person", "entry"] | None = None
@@ -167,6 +189,7 @@ class ClientRules(_Model):
     # Several QuickBooks companies per rules file are not supported yet: `_company_problems`
     # rejects the key by path instead of billing the client in the wrong company.
     company: Any = None
+    guards: Guards | None = None
 
     @field_validator("currency")
     @classmethod
@@ -229,6 +252,7 @@ class Defaults(_Model):
     rounding: Rounding = Rounding()
     invoice: InvoiceSettings = InvoiceSettings()
     qbo: QboSettings = QboSettings()
+    guards: Guards = Guards()
 
 
 _BUILTIN_ROUNDING = Rounding(increment_minutes=0, mode="up", scope="entry")
@@ -296,6 +320,9 @@ class RulesFile(_Model):
                 "invoice": invoice,
                 "qbo": QboSettings(**qbo),
                 "currency": c.currency or self.firm.home_currency,
+                # the client's guard replaces the defaults' whole (its keys belong together)
+                "guards": Guards(total_jump=(c.guards.total_jump if c.guards and c.guards.total_jump else None)
+                                 or d.guards.total_jump or TotalJumpGuard()),
             }
         )
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 EPOCH = date(1970, 1, 1)
+MAX_ENTRY_CENTIHOURS = 2400  # 24 h
 
 
 def period_bounds(period: str) -> tuple[date, date]:
@@ -39,11 +40,13 @@ def base_reasons(
     client_codes: np.ndarray,
     days: np.ndarray,
     period: str,
+    today: date | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exclusion reason per entry (None = billable so far) and the still-billable mask; first failing rule wins.
 
     `client_codes` is -1 for a Harvest client with no rules. The "already billed on another
-    key" rule needs the invoice key, so it is applied later by the engine.
+    key" rule needs the invoice key, so it is applied later by the engine. `today` (in the
+    firm's timezone) excludes entries dated after it; None skips that rule.
     """
     start, end = period_bounds(period)
     n = len(entries)
@@ -70,4 +73,18 @@ def base_reasons(
     not_billable = open_ & ~entries["billable"].to_numpy(dtype=bool)
     reasons[not_billable] = "not billable in Harvest"
     open_ &= ~not_billable
+
+    # Records that cannot be true are never billed: nobody works more than 24 h in a day, and
+    # time cannot be spent after today (a typo in Harvest, or an import gone wrong).
+    centi = entries["hours_centi"].to_numpy(dtype=np.int64)
+    too_long = open_ & (centi > MAX_ENTRY_CENTIHOURS)
+    if too_long.any():
+        hours_text = entries["hours_text"].to_numpy(dtype=object)[too_long]
+        reasons[too_long] = [f"{h} h in one entry is more than 24 h: not billed (correct it in Harvest)"
+                             for h in hours_text]
+        open_ &= ~too_long
+    if today is not None:
+        future = open_ & (days > day_number(today))
+        reasons[future] = f"dated after today ({today.isoformat()}, firm timezone): not billed"
+        open_ &= ~future
     return reasons, open_

@@ -32,6 +32,15 @@ def _construct_decimal(loader: DecimalSafeLoader, node: yaml.ScalarNode) -> Any:
     return value
 
 
+def _construct_timestamp(loader: DecimalSafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        # 2026-13-01 looks like a date to YAML but is none: left as text so that validation
+        # rejects it by path (PyYAML would raise, and the file would not be checked at all)
+        return str(loader.construct_scalar(node))
+
+
 def _construct_mapping(loader: DecimalSafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     loader.flatten_mapping(node)
     seen: dict[Any, int] = {}
@@ -52,6 +61,7 @@ def _construct_mapping(loader: DecimalSafeLoader, node: yaml.MappingNode, deep: 
 
 DecimalSafeLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 DecimalSafeLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+DecimalSafeLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def load_yaml(text: str) -> tuple[Any, list[str]]:

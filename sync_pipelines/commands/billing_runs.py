@@ -17,9 +17,11 @@ from typing import Any, TextIO
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines import config, money
+from sync_pipelines import config, money, stopping
 from sync_pipelines.defs.io_manager import read_stored
+from sync_pipelines.ledger import redact
 from sync_pipelines.run_errors import step_errors
+from sync_pipelines.run_liveness import mark_dead_cli_runs_failed, process_tags
 
 # Step logs go to the run's event log (the UI shows them all); the terminal gets warnings and up.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -27,10 +29,21 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_HELD = 3
+# Stopped by SIGTERM / SIGINT at a safe point: stopping.exit_status(), 128 + the signal's number
+# (143, 130), as shells report a command ended by a signal.
 
 _DEMO_INSTANCE_YAML = """\
 # Local instance on Dagster's embedded SQLite (written by sync-pipelines; see dagster.yaml at the
 # repository root for the production PostgreSQL configuration).
+# Run monitoring (with `dagster dev` / the daemon): a run whose worker died is marked failed, so
+# its invoice claims are taken over by the next run at once. Runs of `sync-pipelines bill` whose
+# process was killed are marked failed by the next `bill`.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
 run_retries:
   enabled: true
   max_retries: 2
@@ -62,9 +75,14 @@ class BillingRun:
     extract_run_id: str | None = None
     extract_error: str | None = None
     clients: list[ClientMonth] = field(default_factory=list)
+    # Set when a stop signal ended the run early: the signal's name, and the clients not started.
+    stopped_by: str | None = None
+    not_started: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
+        if self.stopped_by is not None:
+            return stopping.exit_status()
         if self.extract_error or any(not c.success for c in self.clients):
             return EXIT_FAILED
         for c in self.clients:
@@ -94,11 +112,12 @@ def _store_dir(definitions: dg.Definitions) -> Path:
 
 
 def _first_error(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's own error, redacted (the summary is printed and sent as JSON)."""
     errors = step_errors(result.all_events, limit=2000)
     if errors:
-        return errors[0]
+        return redact.short_error(errors[0], limit=2000) or errors[0]
     failure = result.get_run_failure_event()
-    return failure.message if failure is not None else "run failed"
+    return (redact.short_error(failure.message, limit=2000) or "run failed") if failure is not None else "run failed"
 
 
 def bill_month(
@@ -110,7 +129,13 @@ def bill_month(
     instance: dg.DagsterInstance | None = None,
     definitions: dg.Definitions | None = None,
 ) -> BillingRun:
-    """Extract the month, then price (and unless ``dry_run``, post) each client's month."""
+    """Extract the month, then price (and unless ``dry_run``, post) each client's month.
+
+    One client's failure (a failed run, or an unexpected error reading its results) is recorded
+    on that client and the next client is billed. A stop request (:mod:`sync_pipelines.stopping`)
+    is honoured between clients (and, inside a run, between invoices): the clients not started
+    are listed in ``not_started``.
+    """
     from sync_pipelines.defs.partitions import client_month_key
 
     if definitions is None:
@@ -123,9 +148,11 @@ def bill_month(
 
     run = BillingRun(period=period)
     store = _store_dir(definitions)
+    tags = {"sync/trigger": "cli", **process_tags()}
+    for run_id in mark_dead_cli_runs_failed(instance):
+        print(f"note: run {run_id} was left STARTED by a killed process; marked failed", file=sys.stderr)
     extract = definitions.resolve_job_def("month_extract").execute_in_process(
-        partition_key=period, instance=instance, raise_on_error=False, tags={"sync/trigger": "cli"},
-        run_config=_QUIET,
+        partition_key=period, instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET,
     )
     run.extract_run_id = extract.run_id
     if not extract.success:
@@ -140,29 +167,86 @@ def bill_month(
         client_keys = [client]
 
     job = definitions.resolve_job_def("client_month_preview" if dry_run else "client_month_billing")
-    for key in client_keys:
+    for index, key in enumerate(client_keys):
+        if stopping.requested():
+            run.stopped_by = stopping.signal_name()
+            run.not_started = client_keys[index:]
+            break
         cm = ClientMonth(client_key=key, period=period)
-        partition = client_month_key(key, period)
-        result = job.execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False, tags={"sync/trigger": "cli"},
-            run_config=_QUIET,
-        )
-        cm.run_id, cm.success = result.run_id, result.success
-        if not result.success:
-            cm.error = _first_error(result)
-        try:
-            cm.drafts = read_stored(store, "invoice_drafts", partition)
-        except Exception:  # noqa: BLE001 - the run failed before drafting; the error says why
-            cm.drafts = None
-        if not dry_run and result.success:
-            cm.outcomes = read_stored(store, "qbo_invoices", partition)
-            cm.report_path = config.output_dir() / period / key / "reconciliation_report.csv"
-        cm.preview_path = config.output_dir() / period / key / "invoice_preview.csv"
         run.clients.append(cm)
+        try:
+            _bill_client(cm, job, client_month_key(key, period), instance=instance, store=store, tags=tags,
+                         dry_run=dry_run)
+        except Exception as exc:  # noqa: BLE001 - one client's failure never stops the month
+            cm.success = False
+            cm.error = redact.short_error(f"{type(exc).__name__}: {exc}") or type(exc).__name__
+    if run.stopped_by is None and stopping.requested():
+        run.stopped_by = stopping.signal_name()
 
     if dry_run and out_dir is not None:
         write_dry_run(run, out_dir, definitions=definitions, instance=instance)
     return run
+
+
+def _bill_client(cm: ClientMonth, job: Any, partition: dg.MultiPartitionKey, *, instance: dg.DagsterInstance,
+                 store: Path, tags: dict[str, str], dry_run: bool) -> None:
+    result = job.execute_in_process(
+        partition_key=partition, instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET,
+    )
+    cm.run_id, cm.success = result.run_id, result.success
+    if not result.success:
+        cm.error = _first_error(result)
+    try:
+        cm.drafts = read_stored(store, "invoice_drafts", partition)
+    except Exception:  # noqa: BLE001 - the run failed before drafting; the error says why
+        cm.drafts = None
+    if not dry_run and result.success:
+        cm.outcomes = _own_outcomes(result)
+        cm.report_path = config.output_dir() / cm.period / cm.client_key / "reconciliation_report.csv"
+    cm.preview_path = config.output_dir() / cm.period / cm.client_key / "invoice_preview.csv"
+
+
+def _own_outcomes(result: dg.ExecuteInProcessResult) -> pd.DataFrame | None:
+    """What *this* run did to each invoice, from its own materialization (not the shared store:
+    two `bill` processes of one month overwrite each other's stored output)."""
+    from sync_pipelines.posting.invoices import OUTCOME_COLUMNS
+
+    for mat in result.asset_materializations_for_node("qbo_invoices"):
+        rows = mat.metadata["outcomes"].value if "outcomes" in mat.metadata else []
+        return pd.DataFrame(list(rows), columns=OUTCOME_COLUMNS)
+    return None
+
+
+def run_in_foreground(work, *, out: TextIO = sys.stderr):
+    """Run ``work()`` on a worker thread while this (main) thread turns SIGTERM and SIGINT into a
+    stop request: the billing stops at the next safe point instead of dying mid-invoice.
+
+    Dagster replaces the SIGINT handler while it executes on the main thread; on a worker thread
+    it leaves signals alone, so the stop flag is the only way in.
+    """
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            box["error"] = exc
+
+    def notify(name: str) -> None:
+        out.write(f"\n{name} received: stopping after the invoice in progress (its ledger update "
+                  f"included); send SIGKILL only if it hangs.\n")
+        out.flush()
+
+    with stopping.stop_on_signals(notify):
+        worker = threading.Thread(target=target, name="sync-pipelines-bill", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=0.2)
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 def write_dry_run(run: BillingRun, out_dir: Path, *, definitions: dg.Definitions, instance: dg.DagsterInstance) -> None:
@@ -206,6 +290,8 @@ def print_run(run: BillingRun, *, out: TextIO = sys.stdout, dry_run: bool = Fals
     w = out.write
     if run.extract_error:
         w(f"Extract for {run.period} failed (run {run.extract_run_id}):\n  {run.extract_error}\n")
+        if run.stopped_by:
+            w(f"Stopped by {run.stopped_by}: nothing was billed.\n")
         return
     w(f"Billing {run.period}{' (dry run: nothing posted)' if dry_run else ''}\n")
     for cm in run.clients:
@@ -231,10 +317,30 @@ def print_run(run: BillingRun, *, out: TextIO = sys.stdout, dry_run: bool = Fals
                     w(f"     {_short(line.get('Description', ''))}  {qty}  = {line['Amount']}\n")
                 elif line.get("DetailType") == "DiscountLineDetail":
                     w(f"     discount  -{line['Amount']}\n")
-            reasons = list(inv.get("hold_reasons") or []) + ([o["reasons"]] if o.get("reasons") else [])
-            for reason in reasons:
+            reasons = list(inv.get("hold_reasons") or [])
+            # posting records a held draft with the draft's own reasons: print them once
+            if o.get("reasons") and o["reasons"] != "; ".join(reasons):
+                reasons.append(o["reasons"])
+            for reason in dict.fromkeys(reasons):
                 w(f"     ! {reason}\n")
+    if run.stopped_by:
+        w(_stop_summary(run))
     w("\n")
+
+
+def _stop_summary(run: BillingRun) -> str:
+    done, left = [], []
+    for cm in run.clients:
+        for row in ([] if cm.outcomes is None else cm.outcomes.to_dict("records")):
+            (left if row["outcome"] == "stopped" else done).append(f"{row['invoice_key']} ({row['outcome']})")
+    lines = [f"\nStopped by {run.stopped_by} at a safe point (no invoice was left between its QuickBooks call "
+             f"and its ledger update)."]
+    lines.append(f"  done: {len(done)} invoice(s)" + (": " + ", ".join(done) if done else ""))
+    lines.append(f"  left: {len(left)} invoice(s) not attempted" + (": " + ", ".join(left) if left else ""))
+    if run.not_started:
+        lines.append(f"  clients not started: {', '.join(run.not_started)}")
+    lines.append(f"  Re-run `sync-pipelines bill --month {run.period}` to finish; what is done is skipped.")
+    return "\n".join(lines) + "\n"
 
 
 def _short(text: str, width: int = 70) -> str:
@@ -247,6 +353,8 @@ def run_summary_json(run: BillingRun) -> str:
     return money.dumps({
         "period": run.period,
         "exit_code": run.exit_code,
+        "stopped_by": run.stopped_by,
+        "clients_not_started": run.not_started,
         "clients": [
             {"client_key": c.client_key, "run_id": c.run_id, "success": c.success, "error": c.error,
              "invoices": [

@@ -55,7 +55,7 @@ def sandbox_state_file(directory: Path, month: str) -> Path:
 
 def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, port: int = 8765,
              ui_port: int = 3000) -> int:
-    from sync_pipelines.commands.billing_runs import bill_month, ensure_instance_home, print_run
+    from sync_pipelines.commands.billing_runs import bill_month, ensure_instance_home, print_run, run_in_foreground
     from sync_pipelines.sandbox import SandboxServer
 
     directory = directory.resolve()
@@ -71,7 +71,7 @@ def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, por
         os.environ.update(sandbox.env())
         os.environ["SYNC_RULES_FILE"] = str(rules_path)
         print(f"Sandbox (Harvest, HubSpot, QuickBooks) at {sandbox.base_url}; billing {month}...\n")
-        run = bill_month(month)
+        run = run_in_foreground(lambda: bill_month(month))
         print_run(run)
         output = Path(os.environ.get("SYNC_OUTPUT_DIR") or home / "output") / month
         print(f"Finished in {time.monotonic() - started:.1f} s (exit status {run.exit_code}).")

@@ -25,8 +25,10 @@ from .http import (
     ErrorInfo,
     FetchResult,
     RateLimiter,
+    Rejected,
     RetryPolicy,
     Sleep,
+    canonical_json,
     harvest_limiter,
     loads_response,
     parse_records,
@@ -204,18 +206,37 @@ class HarvestClient(ApiClient):
     def _collect(
         self, path: str, key: str, entity: str, model: type[BaseModel], params: Mapping[str, Any]
     ) -> FetchResult[Any]:
+        """Parse every page; a record repeated with the same content is read once (cursor pages
+        can overlap), but two *different* records under one id are both quarantined: neither can
+        be trusted, and keeping the first would silently drop the other's hours."""
         result: FetchResult[Any] = FetchResult()
-        seen_ids: set[Any] = set()
+        first_raw: dict[Any, str] = {}
+        conflicting: dict[Any, list[str]] = {}
         for page in self._pages(path, key, params):
             fresh = []
             for raw in page:
                 rid = raw.get("id") if isinstance(raw, dict) else None
-                if rid is not None and rid in seen_ids:
-                    continue  # cursor pages can overlap when data changes mid-read
+                if rid is not None and rid in first_raw:
+                    text = canonical_json(raw)
+                    if text != first_raw[rid] and text not in conflicting.setdefault(rid, [first_raw[rid]]):
+                        conflicting[rid].append(text)
+                    continue
                 if rid is not None:
-                    seen_ids.add(rid)
+                    first_raw[rid] = canonical_json(raw)
                 fresh.append(raw)
             parse_records(model, fresh, system=SYSTEM, entity=entity, into=result)
+        conflicting = {rid: raws for rid, raws in conflicting.items() if len(raws) > 1}
+        if conflicting:
+            ids = {str(rid) for rid in conflicting}
+            result.records = [r for r in result.records if str(getattr(r, "id", "")) not in ids]
+            result.rejected = [r for r in result.rejected if r.record_id not in ids]
+            for rid, raws in conflicting.items():
+                for raw in raws:
+                    result.rejected.append(Rejected(
+                        system=SYSTEM, entity=entity, record_id=str(rid), raw_json=raw,
+                        reason=f"Harvest returned {len(raws)} different records with id {rid}; none is billed "
+                               "(if it was edited during the read, the next run reads it once)",
+                    ))
         return result
 
 

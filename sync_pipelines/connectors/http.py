@@ -200,7 +200,7 @@ def parse_records(
                     entity=entity,
                     record_id=record_id,
                     reason=_short_reason(exc),
-                    raw_json=_raw_json(raw),
+                    raw_json=canonical_json(raw),
                 )
             )
     return out
@@ -221,7 +221,9 @@ def _short_reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _raw_json(raw: Any) -> str:
+def canonical_json(raw: Any) -> str:
+    """The record as sorted-key JSON (exact decimals): how a quarantined record is kept, and how two
+    copies of one record are compared."""
     try:
         return money.dumps(raw, sort_keys=True)
     except Exception:
@@ -432,7 +434,9 @@ class RetryPolicy:
     * backoff: full jitter, ``uniform(0, min(max_delay, base_delay * 2**(attempt-1)))``.
     * ``Retry-After`` (seconds or HTTP date) wins when present (capped at ``max_retry_after``).
     * ``rate_limit_wait``: wait for a 429 without Retry-After (QuickBooks: Intuit says 60 s);
-      None means use the jittered backoff.
+      None means use the jittered backoff. With ``rate_limit_first_wait`` set it is the ceiling
+      of an adaptive schedule instead: ``first_wait``, then doubling per attempt (5, 10, 20, 40,
+      60 s), so a brief burst over the limit costs seconds, not a flat minute per 429.
     * ``locked_min_wait``: minimum wait after 423 Locked (HubSpot says ≥ 2 s).
     * ``max_total_wait``: give up (raise) rather than sleep past this many seconds in total.
 
@@ -445,6 +449,7 @@ class RetryPolicy:
     max_total_wait: float = 300.0
     max_retry_after: float = 120.0
     rate_limit_wait: float | None = None
+    rate_limit_first_wait: float | None = None
     locked_min_wait: float = 2.0
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504, 423, 477, 524})
 
@@ -528,11 +533,22 @@ def make_timeout(timeout: httpx.Timeout | float | None) -> httpx.Timeout:
 
 
 def loads_response(response: httpx.Response) -> Any:
-    """Decode a JSON body with Decimal numbers (never ``response.json()``); None when empty."""
+    """Decode a JSON body with Decimal numbers (never ``response.json()``); None when empty.
+
+    A 2xx body that is not JSON raises :class:`ApiValidationError` naming the API, the path and
+    where the JSON breaks (never the body itself, which may hold personal data)."""
     content = response.content
     if not content or not content.strip():
         return None
-    return money.loads(content)
+    try:
+        return money.loads(content)
+    except ValueError as exc:
+        request = response.request
+        where = f"line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else type(exc).__name__
+        raise ApiValidationError(
+            request.url.host or "api", request.method, request.url.path, response.status_code,
+            api_message=f"the response is not valid JSON ({where})",
+        ) from None
 
 
 class ApiTransport:
@@ -713,6 +729,8 @@ class ApiTransport:
             wait = min(info.suggested_wait, policy.max_delay)
         elif isinstance(error, ApiRateLimited) and policy.rate_limit_wait is not None:
             wait = policy.rate_limit_wait
+            if policy.rate_limit_first_wait is not None:
+                wait = min(wait, policy.rate_limit_first_wait * 2 ** max(0, attempt - 1))
         else:
             wait = backoff
         if response is not None and response.status_code == 423:

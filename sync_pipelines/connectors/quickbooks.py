@@ -7,8 +7,8 @@
 * Faults carry string codes (6240 duplicate name, 6140 duplicate DocNumber, 5010 stale
   SyncToken, 2500 invalid reference, 6070 Amount != Qty x UnitPrice, ...). 400 validation faults
   are never retried. A 429 is a rate limit whatever its body (often XML ``ThrottleExceeded``,
-  code 3001, sometimes with a 403 status); without ``Retry-After`` it waits
-  ``RetryPolicy.rate_limit_wait`` (60 s by default, as Intuit asks).
+  code 3001, sometimes with a 403 status); ``Retry-After`` is honoured, and without it the
+  waits follow an adaptive schedule (5 s doubling per attempt up to the 60 s Intuit asks for).
 * A 401 (lowercase ``fault`` body) triggers one token refresh and one retry.
 * :class:`QboOAuth` refreshes on expiry, single-flight through ``TokenStore.refresh_lock`` (the
   store is re-read after the lock is taken), and saves the rotated refresh token before the new
@@ -55,7 +55,8 @@ SYSTEM = "quickbooks"
 OAUTH_SYSTEM = "quickbooks-oauth"
 MINORVERSION = 75
 MAX_RESULTS = 1000
-QBO_RATE_LIMIT_WAIT = 60.0  # Intuit: wait 60 s after a 429
+QBO_RATE_LIMIT_WAIT = 60.0  # Intuit: wait 60 s after a 429: the ceiling of the schedule
+QBO_RATE_LIMIT_FIRST_WAIT = 5.0  # most 429s are a burst over 10/s or 500/min, gone in seconds
 
 __all__ = [
     "InMemoryTokenStore",
@@ -406,7 +407,9 @@ class QuickBooksClient(ApiClient):
             headers={"Accept": "application/json"},
             timeout=timeout,
             limiter=limiter if limiter is not None else quickbooks_limiter(self.realm_id, **kw),
-            retry=retry or RetryPolicy(rate_limit_wait=QBO_RATE_LIMIT_WAIT, max_retry_after=120.0),
+            retry=retry or RetryPolicy(rate_limit_wait=QBO_RATE_LIMIT_WAIT,
+                                             rate_limit_first_wait=QBO_RATE_LIMIT_FIRST_WAIT,
+                                             max_retry_after=120.0),
             audit=audit,
             error_parser=_qbo_error,
             trace_header="intuit_tid",

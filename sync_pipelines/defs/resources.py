@@ -9,7 +9,7 @@ sandbox is just a different base URL.
 from __future__ import annotations
 
 import threading
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from collections.abc import Iterator
 
 import dagster as dg
@@ -18,11 +18,35 @@ from sync_pipelines import config
 from sync_pipelines.billing.rules import RulesFile, load_rules
 from sync_pipelines.connectors.harvest import HarvestClient
 from sync_pipelines.connectors.hubspot import HubSpotClient
-from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
+from sync_pipelines.connectors.http import ApiAuthError
+from sync_pipelines.connectors.quickbooks import QboOAuth, QboReconnectRequired, QuickBooksClient
 from sync_pipelines.ledger import Ledger
 
 _ledgers: dict[str, Ledger] = {}
 _ledgers_lock = threading.Lock()
+
+
+@contextmanager
+def _credentials_refused_fail_at_once(client):
+    """Yield `client`, closed after; a refused credential fails the step without step retries.
+
+    Retrying cannot help until a person re-authorises the app (QuickBooks `invalid_grant`) or
+    replaces the token (a 401/403 from Harvest or HubSpot), so the step must not be re-run
+    three times first. The messages name the realm or API, never a secret.
+    """
+    try:
+        yield client
+    except QboReconnectRequired as exc:
+        raise dg.Failure(
+            description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
+            metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
+            allow_retries=False,
+        ) from None
+    except ApiAuthError as exc:
+        raise dg.Failure(description=f"{exc} Check the access token; retrying cannot help.",
+                         allow_retries=False) from None
+    finally:
+        client.close()
 
 
 class LedgerResource(dg.ConfigurableResource):
@@ -65,9 +89,10 @@ class HarvestResource(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     ledger: LedgerResource
 
-    def client(self) -> closing[HarvestClient]:
-        """A client for one step (``with harvest.client() as client:``); every call is audited."""
-        return closing(HarvestClient(
+    def client(self):
+        """A client for one step (``with harvest.client() as client:``); every call is audited.
+        A refused token fails the step at once (no step retries)."""
+        return _credentials_refused_fail_at_once(HarvestClient(
             self.base_url, self.account_id, self.access_token,
             timeout=self.timeout_seconds, audit=self.ledger.open(),
         ))
@@ -81,9 +106,11 @@ class HubSpotResource(dg.ConfigurableResource):
     timeout_seconds: float = 30.0
     ledger: LedgerResource
 
-    def client(self) -> closing[HubSpotClient]:
-        """A client for one step (``with hubspot.client() as client:``); every call is audited."""
-        return closing(HubSpotClient(self.base_url, self.access_token, timeout=self.timeout_seconds, audit=self.ledger.open()))
+    def client(self):
+        """A client for one step (``with hubspot.client() as client:``); every call is audited.
+        A refused token fails the step at once (no step retries)."""
+        return _credentials_refused_fail_at_once(
+            HubSpotClient(self.base_url, self.access_token, timeout=self.timeout_seconds, audit=self.ledger.open()))
 
 
 class QuickBooksResource(dg.ConfigurableResource):
@@ -105,7 +132,8 @@ class QuickBooksResource(dg.ConfigurableResource):
 
     @contextmanager
     def client(self) -> Iterator[QuickBooksClient]:
-        """A client for one step, its OAuth tokens kept in the ledger; every call is audited."""
+        """A client for one step, its OAuth tokens kept in the ledger; every call is audited.
+        `invalid_grant` (the refresh token refused) fails the step at once, without step retries."""
         ledger = self.ledger.open()
         oauth = QboOAuth(
             self.token_url, self.client_id, self.client_secret, ledger.tokens, self.realm_id,
@@ -113,9 +141,9 @@ class QuickBooksResource(dg.ConfigurableResource):
         )
         client = QuickBooksClient(self.base_url, self.realm_id, oauth, timeout=self.timeout_seconds, audit=ledger)
         try:
-            yield client
+            with _credentials_refused_fail_at_once(client):
+                yield client
         finally:
-            client.close()
             oauth.close()
 
 

@@ -168,7 +168,9 @@ def _project_id(value: str | None) -> Any:
 def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.DataFrame:
     """One row per HubSpot deal (columns and dtypes: ``DEAL_COLUMNS``).
 
-    Property values stay strings (``""`` becomes missing); ``harvest_project_id`` is a nullable
+    Property values stay strings (``""`` becomes missing, except on the three billing overrides,
+    where a blank is kept as ``""`` so the engine can hold it instead of silently falling back to
+    the client's rules); ``harvest_project_id`` is a nullable
     Int64 (missing or non-numeric -> NA); ``company_id`` comes from ``company_ids`` (see
     :meth:`HubSpotClient.deal_company_ids`).
     """
@@ -183,9 +185,9 @@ def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.Dat
             "createdate": d.prop("createdate"),
             "hs_lastmodifieddate": d.prop("hs_lastmodifieddate"),
             "harvest_project_id": _project_id(d.prop("harvest_project_id")),
-            "billing_hourly_rate": _strip(d.prop("billing_hourly_rate")),
-            "billing_discount_percent": _strip(d.prop("billing_discount_percent")),
-            "billing_not_to_exceed": _strip(d.prop("billing_not_to_exceed")),
+            "billing_hourly_rate": _strip_keep_blank(d.properties.get("billing_hourly_rate")),
+            "billing_discount_percent": _strip_keep_blank(d.properties.get("billing_discount_percent")),
+            "billing_not_to_exceed": _strip_keep_blank(d.properties.get("billing_not_to_exceed")),
             "po_number": d.prop("po_number"),
             "company_id": company_ids.get(d.id),
             "deal_currency_code": _strip(d.prop("deal_currency_code")),
@@ -221,6 +223,10 @@ def line_items_frame(records: Iterable[DealLineItem],
                      "price": None, "quantity": None, "amount": None, "hs_discount_percentage": None,
                      "discount": None})
     return _frame(rows, LINE_ITEM_COLUMNS)
+
+
+def _strip_keep_blank(value: str | None) -> str | None:
+    return None if value is None else value.strip()
 
 
 def _strip(value: str | None) -> str | None:

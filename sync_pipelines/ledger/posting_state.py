@@ -5,7 +5,7 @@ pending / posted / failed / held / drift / voided, entries billed, generations.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,8 @@ class PostingStateMixin(LedgerMixinBase):
         resume_attempt: int | None = None,
         project_totals: Mapping[int, Decimal] | None = None,
         carry_forward_hours: Decimal | None = None,
+        claimant: str | None = None,
+        claimant_alive: Callable[[str], bool] | None = None,
     ) -> BeginResult:
         """Decide whether `key` may be posted now, and if so record it as pending first.
 
@@ -69,6 +71,12 @@ class PostingStateMixin(LedgerMixinBase):
         `project_totals` ({Harvest project id: amount}) and `carry_forward_hours` (retainer
         rollover) are the draft's billing facts that later months read back through
         :meth:`history`; they are stored with the draft and not part of the payload hash.
+
+        `claimant` (the Dagster run id) is recorded with the claim. A pending key claimed by
+        another run is ``busy`` until the claim expires, unless `claimant_alive(owner)` says that
+        run is dead (failed, canceled, killed): then the claim is taken over at once through the
+        normal ``resume_pending`` path, whose DocNumber lookup comes before any new call. A claim
+        left by an earlier attempt of the same run is the same run's, so it is taken over too.
         """
         body = money.dumps(payload)
         facts = {
@@ -107,6 +115,7 @@ class PostingStateMixin(LedgerMixinBase):
                         currency=currency,
                         attempts=0 if conflicts else 1,
                         claimed_until=None if conflicts else claim_until,
+                        claimed_by=None if conflicts else claimant,
                         hold_reasons=json.dumps(reasons) if reasons else None,
                         created_at=now,
                         updated_at=now,
@@ -161,7 +170,9 @@ class PostingStateMixin(LedgerMixinBase):
 
             # pending / failed / held
             claimed = row["claimed_until"]
-            if status == "pending" and claimed is not None and claimed > now:
+            if status == "pending" and claimed is not None and claimed > now and not self._claim_abandoned(
+                row["claimed_by"], claimant, claimant_alive
+            ):
                 return BeginResult(
                     action="busy", status=status, claimed_until=claimed,
                     retry_after_seconds=(claimed - now).total_seconds(), **stored,
@@ -191,7 +202,8 @@ class PostingStateMixin(LedgerMixinBase):
                 invoices.update().where(invoices.c.key == key).values(
                     status="pending", payload=body, payload_hash=new_hash, expected_total=total_text,
                     currency=currency, request_id=request_id, doc_number=doc_number, attempts=attempt,
-                    claimed_until=claim_until, last_error=None, hold_reasons=None, updated_at=now, **facts,
+                    claimed_until=claim_until, claimed_by=claimant, last_error=None, hold_reasons=None,
+                    updated_at=now, **facts,
                 )
             )
             self._replace_entries(conn, key, entry_list, now)
@@ -200,6 +212,22 @@ class PostingStateMixin(LedgerMixinBase):
                 attempt=attempt, request_id=request_id, doc_number=doc_number, payload_json=body,
                 claimed_until=claim_until, new_total=new_total, old_total=_dec(row["expected_total"]),
             )
+
+    @staticmethod
+    def _claim_abandoned(owner: str | None, claimant: str | None,
+                         claimant_alive: Callable[[str], bool] | None) -> bool:
+        """The claim's run can no longer post: it is this run's own earlier attempt, or dead."""
+        if owner is None or claimant is None:
+            return False  # an anonymous claim: only its expiry frees it
+        if owner == claimant:
+            return True
+        if claimant_alive is None:
+            return False
+        try:
+            return not claimant_alive(owner)
+        except Exception:  # noqa: BLE001 - unknown means alive: waiting out the claim is safe
+            log.warning("could not tell whether run %s is alive; waiting out its claim", owner)
+            return False
 
     def _replace_entries(self, conn: Connection, key: str, entries: list[tuple[int, int]], now: datetime) -> None:
         conn.execute(invoice_entries.delete().where(invoice_entries.c.invoice_key == key))

@@ -112,6 +112,8 @@ invoices = sa.Table(
     sa.Column("payment_seen_at", UtcDateTime),
     # revision 0008
     sa.Column("qbo_total_tax", Amount),  # QuickBooks' TxnTaxDetail.TotalTax (TotalAmt includes it)
+    # revision 0006: the Dagster run holding the claim (a claim whose run is dead is taken over)
+    sa.Column("claimed_by", sa.String(64)),
     sa.CheckConstraint(
         "status IN ('pending', 'posted', 'failed', 'held', 'voided', 'drift')", name="ck_sync_invoices_status"
     ),

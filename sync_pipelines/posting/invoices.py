@@ -18,12 +18,12 @@ its DocNumber fingerprint, because the earlier attempt may have landed. Steps 2-
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sync_pipelines import money
+from sync_pipelines import money, stopping
 from sync_pipelines.connectors.http import ApiError, ApiValidationError
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired, QuickBooksClient
 from sync_pipelines.ledger import Ledger
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # voided, failed); these two are the ones this module produces itself.
 HELD = "held"
 FAILED = "failed"
+# Not attempted because the operator stopped the run (SIGTERM / Ctrl-C): no ledger row was
+# written for it, the next run posts it.
+STOPPED = "stopped"
 
 
 @dataclass
@@ -91,6 +94,8 @@ def post_drafts(
     qbo: QuickBooksClient,
     ledger: Ledger,
     home_currency: str,
+    claimant: str | None = None,
+    claimant_alive: Callable[[str], bool] | None = None,
 ) -> list[PostingOutcome]:
     """Post every ready draft, record every held one; never stops half-way through a batch.
 
@@ -101,9 +106,16 @@ def post_drafts(
 
     ``QboReconnectRequired`` (QuickBooks refused the refresh token) is raised, not recorded per
     invoice: every further call would fail the same way until an operator reconnects the app.
+
+    A stop request (:mod:`sync_pipelines.stopping`) is honoured between invoices only: the drafts
+    not yet started come back as ``stopped``. `claimant` / `claimant_alive` go to
+    :func:`post_invoice` (a dead run's claim is taken over at once).
     """
     outcomes = []
     for draft in drafts:
+        if stopping.requested():
+            outcomes.append(_outcome(draft, STOPPED, reasons=[f"not attempted: the run was stopped ({stopping.signal_name()})"]))
+            continue
         if draft.status != "ready":
             outcomes.append(_hold(draft, ledger, list(draft.hold_reasons)))
             continue
@@ -124,6 +136,7 @@ def post_drafts(
             ledger, qbo, draft.key, **draft.ledger_fields(),
             payload={**draft.payload, "CustomerRef": customer_ref},
             project_totals=draft.project_totals, carry_forward_hours=draft.carry_forward_hours,
+            claimant=claimant, claimant_alive=claimant_alive,
         )
         outcome = _from_protocol(draft, result)
         if outcome.outcome == "drift":

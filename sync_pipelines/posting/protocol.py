@@ -12,8 +12,8 @@
    DocNumber fault 6140 means it does, so it is looked up and recovered), or ``record_failed`` on
    anything else (outage, auth): the next run resumes with a lookup.
 
-A process that dies anywhere in between leaves a pending row whose claim expires; the next run
-takes step 2. No path posts twice or bills an entry before QuickBooks confirmed the invoice.
+A process that dies anywhere in between leaves a pending row claimed by its run; the next run
+takes step 2 as soon as that run is known to be dead (or the claim expires). No path posts twice or bills an entry before QuickBooks confirmed the invoice.
 """
 
 from __future__ import annotations
@@ -149,17 +149,22 @@ def post_invoice(
     project_totals: Mapping[int, Decimal] | None = None,
     carry_forward_hours: Decimal | None = None,
     is_rejection: Callable[[Exception], bool] | None = None,
+    claimant: str | None = None,
+    claimant_alive: Callable[[str], bool] | None = None,
 ) -> PostOutcome:
     """Post one invoice draft exactly once (see the module docs). API errors become
     ``failed``/``held`` outcomes, except ``QboReconnectRequired`` (recorded as failed, then
     raised: nothing can be posted until the app is reconnected). Raises ``LedgerConflict`` if
-    QuickBooks turns out to hold two invoices for the key, and ledger/database errors as they are."""
+    QuickBooks turns out to hold two invoices for the key, and ledger/database errors as they are.
+
+    `claimant` / `claimant_alive`: see :meth:`Ledger.begin_posting` (a dead run's claim is taken
+    over at once, through the DocNumber lookup)."""
     rejected = is_rejection or _default_is_rejection
     fields: dict[str, Any] = dict(
         realm_id=realm_id, client_key=client_key, period=period, group_key=group_key, generation=generation,
         payload=payload, expected_total=expected_total, currency=currency, request_id=request_id,
         doc_number=doc_number, entries=list(entries), project_totals=project_totals,
-        carry_forward_hours=carry_forward_hours,
+        carry_forward_hours=carry_forward_hours, claimant=claimant, claimant_alive=claimant_alive,
     )
     r = ledger.begin_posting(key, **fields)
 

@@ -7,6 +7,7 @@ import logging
 import re
 import threading
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,6 +74,8 @@ class Sandbox:
         self.in_flight: dict[str, int] = {}
         self.in_flight_lock = threading.Lock()
         self.faults: dict[str, FaultConfig] = {a: FaultConfig() for a in APIS}
+        # (api, fault kind) -> how many were injected: what a chaos run reports
+        self.faults_injected: Counter[tuple[str, str]] = Counter()
         self.webhook_sender = WebhookSender()
         self.persist()
 
@@ -400,6 +403,8 @@ def create_app(sb: Sandbox) -> Starlette:
 async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, str]) -> Resp:
     fc = sb.faults[api]
     kind = fc.draw()
+    if kind is not None:
+        sb.faults_injected[(api, kind)] += 1
     limited, headers = sb.check_rate(api, req)
     extra_headers.update(headers)
     if limited is not None:

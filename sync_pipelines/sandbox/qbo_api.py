@@ -159,6 +159,18 @@ def _dec(v: Any, name: str) -> Decimal:
     return Decimal(v)
 
 
+# Intuit documents amounts as "max 15 digits in 10.5 format": 10 digits before the point.
+MAX_AMOUNT_INTEGER_DIGITS = 10
+
+
+def _amount(v: Any, name: str) -> Decimal:
+    d = _dec(v, name)
+    if d.is_finite() and abs(d) >= Decimal(10) ** MAX_AMOUNT_INTEGER_DIGITS:
+        raise Fault("2010", "Request has invalid or unsupported property",
+                    f"{name}: {d} exceeds max 15 digits in 10.5 format", element="Line.Amount")
+    return d
+
+
 def _date(v: Any, name: str) -> str:
     if not isinstance(v, str):
         raise Fault("2010", "Request has invalid or unsupported property", f"{name}: {v!r} is not a date", element=name)
@@ -267,7 +279,7 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
             _unknown(det, SALES_DETAIL_FIELDS, f"{where}.SalesItemLineDetail")
             if "Amount" not in line:
                 raise _required("Line.Amount")
-            amount = _dec(line["Amount"], f"{where}.Amount")
+            amount = _amount(line["Amount"], f"{where}.Amount")
             if "ItemRef" not in det:
                 raise _required(f"{where}.SalesItemLineDetail.ItemRef")
             item = _resolve(st, "items", det["ItemRef"], "ItemRef")
@@ -348,7 +360,7 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
         else:
             if "Amount" not in discount_line["line"]:
                 raise _required("Line.Amount")
-            discount = _dec(discount_line["line"]["Amount"], "Line.Amount")
+            discount = _amount(discount_line["line"]["Amount"], "Line.Amount")
             if discount != discount.quantize(q):
                 raise Fault("6000", "A business validation error has occurred while processing your request",
                             f"Business Validation Error: discount {discount} has more decimal places than {currency} allows")
@@ -368,6 +380,10 @@ def build_invoice(st: SandboxState, body: Any, existing: dict | None = None) -> 
     tax_detail = _tax(st, tax_base, discount, disc_code, calculation, currency, us)
     total_tax = tax_detail["TotalTax"]
     total = net if calculation == "TaxInclusive" else (net + total_tax).quantize(q)
+    for name, value in (("subtotal", sales_sum), ("TotalAmt", total)):
+        if abs(value) >= Decimal(10) ** MAX_AMOUNT_INTEGER_DIGITS:
+            raise Fault("2010", "Request has invalid or unsupported property",
+                        f"{name} {value} exceeds max 15 digits in 10.5 format", element="TotalAmt")
     if net < 0:
         raise Fault("6000", "A business validation error has occurred while processing your request",
                     "Business Validation Error: Transaction total cannot be negative", element="TotalAmt")

@@ -137,6 +137,10 @@ class SandboxServer:
         for a in self.sandbox._apis(api):
             self.sandbox.faults[a] = FaultConfig.from_dict(config)
 
+    def faults_injected(self) -> dict[str, int]:
+        """How many faults were injected since start, per ``api:kind`` (e.g. ``quickbooks:429``)."""
+        return {f"{api}:{kind}": n for (api, kind), n in sorted(self.sandbox.faults_injected.items())}
+
     def set_rate_limits(self, limits: RateLimits | dict | str | None) -> None:
         self.sandbox.rate_limits = RateLimits.coerce(limits)
         self.sandbox.windows.clear()

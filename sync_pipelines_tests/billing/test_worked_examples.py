@@ -284,7 +284,9 @@ def test_retainer_rollover_from_history_and_carry_forward():
     assert inv["retainer_included_hours"] == D("45.00")
     assert inv["total"] == D("6825.00")  # 45 of 50 h included, 5 h x 165
     assert inv["retainer_carry_forward_hours"] == D("0.00")
-    r = run(rules, [entry(1, "2026-10-01", "30.00")], history=BillingHistory(carryover_hours={"acme": D("5")}))
+    # 30 h over two days (one entry over 24 h would be excluded as not credible)
+    r = run(rules, [entry(1, "2026-10-01", "15.00"), entry(2, "2026-10-02", "15.00")],
+            history=BillingHistory(carryover_hours={"acme": D("5")}))
     inv = only_invoice(r)
     assert inv["total"] == D("6000.00") and inv["retainer_carry_forward_hours"] == D("15.00")  # 40 - (30 - 5)
 

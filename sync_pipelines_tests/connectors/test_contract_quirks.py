@@ -28,7 +28,7 @@ from sync_pipelines.connectors.http import (  # noqa: E402
 )
 from sync_pipelines.connectors.hubspot import HubSpotClient  # noqa: E402
 from sync_pipelines.connectors.quickbooks import (  # noqa: E402
-    QBO_RATE_LIMIT_WAIT,
+    QBO_RATE_LIMIT_FIRST_WAIT,
     QboOAuth,
     QboReconnectRequired,
     QuickBooksClient,
@@ -225,7 +225,7 @@ def test_hubspot_search_cap_windowing(sb, monkeypatch):
 # ------------------------------------------------------------------ QuickBooks (§4 items 1-3)
 
 
-def test_qbo_xml_429_without_retry_after_waits_60s(sb):
+def test_qbo_xml_429_without_retry_after_starts_the_adaptive_schedule(sb):
     sb.set_rate_limits({"qbo_per_minute": 2})
     sleep, audit = WindowSleep(sb), AuditRecorder()
     c = qbo(sb, sleep=sleep, audit=audit, retry=None)  # the production policy
@@ -233,7 +233,8 @@ def test_qbo_xml_429_without_retry_after_waits_60s(sb):
         assert c.query("SELECT * FROM Item")[0]["Name"] == "Services"
     throttled = [r for r in audit.rows if r["status"] == 429]
     assert throttled and all(r["trace_id"] for r in throttled)  # intuit_tid even on the XML 429
-    assert sleep.sleeps == [QBO_RATE_LIMIT_WAIT] * len(throttled)
+    # the window had passed after the first wait: 5 s each, not the flat minute of before
+    assert sleep.sleeps == [QBO_RATE_LIMIT_FIRST_WAIT] * len(throttled)
 
 
 def test_qbo_validation_faults_keep_code_and_trace_and_are_not_retried(sb):

@@ -91,7 +91,8 @@ def test_deals_frame():
     assert_dtypes(df, DEAL_COLUMNS)
     assert df["harvest_project_id"].iloc[0] == 3 and pd.isna(df["harvest_project_id"].iloc[1])
     assert df["billing_hourly_rate"].iloc[0] == "150.00"
-    assert pd.isna(df["billing_discount_percent"].iloc[0]) and pd.isna(df["billing_not_to_exceed"].iloc[0])
+    # issue 13: a blank override is kept as "" (the engine holds it); a missing one is NA
+    assert df["billing_discount_percent"].iloc[0] == "" and pd.isna(df["billing_not_to_exceed"].iloc[0])
     assert df["company_id"].tolist()[0] == "7005" and pd.isna(df["company_id"].iloc[1])
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
@@ -186,3 +187,29 @@ def test_string_dates_accepted_and_range_checked():
     assert requests[0].url.params["from"] == "2026-10-01"
     with pytest.raises(ValueError):
         c.list_time_entries(date(2026, 10, 31), date(2026, 10, 1))
+
+
+# -- issue 13: two different records under one id -------------------------------------------
+
+
+def test_two_different_entries_with_one_id_are_both_quarantined_not_one_dropped():
+    # Before: `_collect` kept the first record per id and dropped the second (6.14 h lost silently).
+    entries = [entry(1), entry(2, hours=Decimal("1.00")), entry(3), entry(2, hours=Decimal("6.14"))]
+    handler, _ = paged_server(entries, 2)
+    c, _ = client(handler, per_page=2)
+    result = c.list_time_entries(date(2026, 10, 1), date(2026, 10, 31))
+    assert [e.id for e in result.records] == [1, 3]
+    rejected = [r for r in result.rejected if r.record_id == "2"]
+    assert len(rejected) == 2
+    assert all("2 different records with id 2" in r.reason for r in rejected)
+    assert sorted(Decimal(str(json.loads(r.raw_json)["hours"])) for r in rejected) == [
+        Decimal("1.00"), Decimal("6.14")]
+
+
+def test_the_same_entry_repeated_on_overlapping_pages_is_read_once():
+    entries = [entry(1), entry(2), entry(2), entry(3)]
+    handler, _ = paged_server(entries, 2)
+    c, _ = client(handler, per_page=2)
+    result = c.list_time_entries(date(2026, 10, 1), date(2026, 10, 31))
+    assert [e.id for e in result.records] == [1, 2, 3]
+    assert result.rejected == []

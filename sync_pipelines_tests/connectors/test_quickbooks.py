@@ -265,14 +265,13 @@ def test_xml_throttle_403_is_rate_limit_and_exhausts():
     assert ei.value.code == "3001" and "ThrottleExceeded" in str(ei.value)
 
 
-def test_qbo_default_policy_waits_60s_on_429():
-    from sync_pipelines.connectors.quickbooks import QBO_RATE_LIMIT_WAIT
-
+def test_qbo_429s_back_off_adaptively_not_a_flat_minute():
+    """Issue 13: each 429 used to wait a flat 60 s; now 5 s doubling, capped at Intuit's 60 s."""
     calls = []
 
     def api(request):
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) <= 4:
             return httpx.Response(429, content=XML_429.encode())
         return jresp(200, {"QueryResponse": {}})
 
@@ -288,7 +287,26 @@ def test_qbo_default_policy_waits_60s_on_429():
     oauth = QboOAuth(TOKEN_URL, "cid", CLIENT_SECRET, store, REALM, SEED, transport=mock)
     qbo = QuickBooksClient("https://q", REALM, oauth, transport=mock, sleep=ft.sleep, clock=ft.clock)
     qbo.query("SELECT * FROM Item")
-    assert QBO_RATE_LIMIT_WAIT in ft.sleeps
+    assert ft.sleeps == [5.0, 10.0, 20.0, 40.0]
+
+
+def test_qbo_429_retry_after_is_honoured_over_the_schedule():
+    calls = []
+
+    def handler(request):
+        if request.url.path.endswith("/bearer"):
+            return OAuthServer()(request)
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": "2"}, content=XML_429.encode())
+        return jresp(200, {"QueryResponse": {}})
+
+    ft = FakeTime()
+    mock = httpx.MockTransport(handler)
+    oauth = QboOAuth(TOKEN_URL, "cid", CLIENT_SECRET, InMemoryTokenStore(), REALM, SEED, transport=mock)
+    qbo = QuickBooksClient("https://q", REALM, oauth, transport=mock, sleep=ft.sleep, clock=ft.clock)
+    qbo.query("SELECT * FROM Item")
+    assert ft.sleeps == [2.0]
 
 
 def test_401_refreshes_once_and_retries():

@@ -28,6 +28,7 @@ from sync_pipelines.connectors.hubspot import HubSpotClient
 from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
 from sync_pipelines.extract.frames import DEAL_PROPERTIES, deals_frame
 from sync_pipelines.sandbox import SandboxServer, generate_fixture, validate_fixture
+from sync_pipelines_tests._sandbox_month import point_env_at
 from sync_pipelines_tests.independent_totals import expected_invoices
 
 PERIOD = "2026-10"
@@ -225,12 +226,7 @@ def dirty_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     rules_path = tmp_path / "rules.yaml"
     rules_path.write_text(rules_yaml)
     with SandboxServer(fixture) as sandbox:
-        for name, value in sandbox.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("SYNC_RULES_FILE", str(rules_path))
-        monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
-        monkeypatch.delenv("SYNC_OUTPUT_DIR", raising=False)
+        point_env_at(monkeypatch, sandbox, home, rules_path)
         yield clean, fixture, rules_yaml, home, sandbox
 
 

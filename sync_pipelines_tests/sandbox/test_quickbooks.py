@@ -63,6 +63,23 @@ def test_amount_must_equal_qty_times_unit_price_6070(qbo):
     assert fault(r)["code"] == "6070"
 
 
+def test_amounts_beyond_10_integer_digits_are_refused(qbo):
+    # Intuit: Line.Amount is "max 15 digits in 10.5 format"; 9,999,999,999.99 is the largest.
+    big = invoice_body(Line=[{"Amount": Decimal("10000000000.00"), "DetailType": "SalesItemLineDetail",
+                              "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": Decimal("1"),
+                                                      "UnitPrice": Decimal("10000000000.00")}}])
+    r = qbo.post("invoice", big)
+    assert r.status_code == 400 and "10.5 format" in fault(r)["Detail"]
+    # two lines each within the limit whose total is not
+    line = {"Amount": Decimal("6000000000.00"), "DetailType": "SalesItemLineDetail",
+            "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": Decimal("1"), "UnitPrice": Decimal("6000000000.00")}}
+    r = qbo.post("invoice", invoice_body(Line=[line, line]))
+    assert r.status_code == 400 and fault(r)["Detail"].startswith("subtotal 12000000000.00 exceeds")
+    ok = invoice_body(Line=[{**line, "Amount": Decimal("9999999999.99"), "SalesItemLineDetail": {
+        "ItemRef": {"value": "1"}, "Qty": Decimal("1"), "UnitPrice": Decimal("9999999999.99")}}])
+    assert qbo.post("invoice", ok).status_code == 200
+
+
 def test_invoice_reference_checks(qbo):
     assert fault(qbo.post("invoice", invoice_body(CustomerRef={"value": "999"})))["code"] == "2500"
     assert fault(qbo.post("invoice", invoice_body(CustomerRef={"value": "59"})))["code"] == "610"  # inactive

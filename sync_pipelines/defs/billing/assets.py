@@ -1,5 +1,7 @@
 import hashlib
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
@@ -161,9 +163,11 @@ def price_client_month(
         raise dg.Failure(description=f"client {client_key!r} is not in the billing rules snapshot for {period}")
     realm_id = quickbooks.realm_id
     history = billing_history(ledger.open().history(realm_id, [client_key], period))
+    # Time dated after today (in the firm's timezone) is excluded: it cannot have been spent yet.
+    today = datetime.now(ZoneInfo(rules.firm.timezone)).date()
     result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id,
                          [client_key], line_items=hubspot_deal_line_items,
-                         company=QboCompany.from_document(qbo_company))
+                         company=QboCompany.from_document(qbo_company), today=today)
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
     billed = entries[entries["status"] == "billed"]

@@ -10,10 +10,15 @@ from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 from sync_pipelines.extract import sources
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, post_drafts
+from sync_pipelines.run_liveness import run_is_alive
 
 QBO_INVOICES_RETRIES = 3  # step retries of qbo_invoices (QuickBooks outages)
 EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
                             "balance", "private_note"]
+
+
+def _json_rows(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
@@ -127,22 +132,21 @@ def qbo_invoices(
     without retries, with the steps to reconnect the app.
     """
     drafts = posting_drafts(invoice_drafts)
-    try:
-        with quickbooks.client() as client:
+    # A refused refresh token (`invalid_grant`) fails the step at once, without retries
+    # (QuickBooksResource.client): nothing can be posted until the app is reconnected.
+    with quickbooks.client() as client:
+        try:
             outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(),
-                                   home_currency=invoice_drafts["home_currency"])
-    except QboReconnectRequired as exc:
-        # Retrying cannot help until a person re-authorises the app; the message names the realm
-        # and the token endpoint, never a token.
-        send(alert_messages.token_refused(
-            str(exc.realm_id), run_id=context.run.run_id, during="posting",
-            clients=[d.client_key for d in drafts], period=next((d.period for d in drafts), None),
-        ))
-        raise dg.Failure(
-            description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
-            metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
-            allow_retries=False,
-        ) from None
+                                   home_currency=invoice_drafts["home_currency"],
+                                   claimant=context.run.run_id,
+                                   claimant_alive=lambda run_id: run_is_alive(context.instance, run_id))
+        except QboReconnectRequired as exc:
+            # The message names the realm and the token endpoint, never a token.
+            send(alert_messages.token_refused(
+                str(exc.realm_id), run_id=context.run.run_id, during="posting",
+                clients=[d.client_key for d in drafts], period=next((d.period for d in drafts), None),
+            ))
+            raise
     frame = pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
     counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
     for o in outcomes:
@@ -171,10 +175,9 @@ def qbo_invoices(
         )
     busy = [o for o in outcomes if o.outcome == "busy"]
     if busy:
-        # Another run (the same month launched twice) holds the key's claim and is posting it
-        # now: come back shortly and find it posted. If the claim belongs to a crashed run, the
-        # retries run out and the step fails; it resumes after the claim expires, or at once with
-        # `sync-pipelines ledger replay KEY --release-claim`.
+        # Another live run (the same month launched twice) holds the key's claim and is posting
+        # it now: come back shortly and find it posted. A claim whose run is dead (failed,
+        # canceled, or its process gone) is not busy: it was taken over already.
         why = "another run is posting " + ", ".join(o.key for o in busy) + " (it holds the ledger claim)"
         context.log.info(why + "; retrying shortly")
         # The cause is kept so that, once the retries run out, the failure (and its alert) says
@@ -191,5 +194,8 @@ def qbo_invoices(
                 str(sum((o.qbo_total or 0) for o in outcomes if o.outcome in ("posted", "already_posted", "recovered")))
             ),
             "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
+            # This run's own outcomes (amounts as exact text): two runs of one partition share the
+            # stored output, so `bill` reports what *its* run did from here.
+            "outcomes": dg.MetadataValue.json(_json_rows(frame)),
         },
     )

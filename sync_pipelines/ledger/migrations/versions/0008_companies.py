@@ -1,7 +1,7 @@
 """QuickBooks' tax on each posted invoice, recorded beside our pre-tax total.
 
 Revision ID: 0008_companies
-Revises: 0005_payments
+Revises: 0006_claim_owner
 Create Date: 2026-12-01
 
 Additive: one nullable column. Invoices posted before this revision have no recorded tax; their
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_companies"
-down_revision = "0005_payments"
+down_revision = "0006_claim_owner"
 branch_labels = None
 depends_on = None
 
