@@ -339,6 +339,54 @@ class HubSpotClient(ApiClient):
         window.append({"propertyName": WINDOW_PROPERTY, "operator": "LT", "value": _dt_ms(end)})
         return self.search_deals([{"filters": window}], properties)
 
+    def search_deals_page(
+        self,
+        filter_groups: list[dict[str, Any]],
+        properties: list[str],
+        *,
+        after: str | None = None,
+        sorts: list[dict[str, str]] | None = None,
+    ) -> tuple[FetchResult[Deal], str | None]:
+        """One page (``limit`` 200) of a deal search and the ``paging.next.after`` to continue
+        with (None on the last page). For callers that bound their work per call (the deal
+        sensor): they window on ``hs_lastmodifieddate`` themselves, and an ``after`` at or past
+        the 10,000 cap is refused by HubSpot with a 400, so they must re-window before it."""
+        path = f"{self._objects('deals')}/search"
+        body_req: dict[str, Any] = {
+            "filterGroups": filter_groups,
+            "sorts": sorts or [{"propertyName": WINDOW_PROPERTY, "direction": "ASCENDING"}],
+            "properties": list(properties),
+            "limit": self.search_limit,
+        }
+        if after is not None:
+            body_req["after"] = after
+        response = self._http.request("POST", path, headers=self._headers(), json_body=body_req,
+                                      extra_limiters=[self._search_limiter])
+        data = loads_response(response)
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+        page: FetchResult[Deal] = FetchResult()
+        _parse_unique(Deal, results, "deal", set(), page)
+        return page, _next_after(data)
+
+    def batch_read_deals(self, deal_ids: Iterable[str], properties: list[str]) -> FetchResult[Deal]:
+        """The current state of the given deals: ``POST /crm/v3/objects/deals/batch/read``, 100
+        ids a call. Deals that do not exist (or were deleted) are simply absent from the result
+        (HubSpot answers 207 with ``errors`` naming them)."""
+        ids = list(dict.fromkeys(str(d) for d in deal_ids))
+        path = f"{self._objects('deals')}/batch/read"
+        result: FetchResult[Deal] = FetchResult()
+        seen: set[str] = set()
+        for start in range(0, len(ids), BATCH_READ):
+            chunk = ids[start:start + BATCH_READ]
+            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": properties})
+            results = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(results, list):
+                raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+            _parse_unique(Deal, results, "deal", seen, result)
+        return result
+
     # -- write
     def update_deal(self, deal_id: str, properties: dict[str, str]) -> Deal:
         """``PATCH /crm/v3/objects/deals/{id}`` with string property values (e.g. ``qbo_invoice_id``)."""
