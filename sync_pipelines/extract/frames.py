@@ -18,6 +18,7 @@ import pandas as pd
 from sync_pipelines.connectors.harvest_models import TimeEntry
 from sync_pipelines.connectors.http import Rejected
 from sync_pipelines.connectors.hubspot_models import Deal, DealLineItem
+from sync_pipelines.connectors.hubspot_stages import entered_properties
 
 STR = pd.StringDtype(na_value=np.nan)  # pandas 3's default "str" dtype
 
@@ -171,8 +172,6 @@ def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str], stage: st
     ``stage_entered_at`` is when a deal in that stage entered it (read those properties too:
     ``stage_entry.entered_properties(stage)``).
     """
-    from sync_pipelines.connectors.hubspot_stages import entered_properties
-
     rows = []
     for d in deals:
         entered = None

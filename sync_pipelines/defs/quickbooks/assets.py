@@ -2,14 +2,14 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
-from sync_pipelines.alerts import Alert, run_url, send
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 from sync_pipelines.extract import sources
 from sync_pipelines.posting.drafts import posting_drafts
-from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, post_drafts
+from sync_pipelines.defs.quickbooks.posting_outcomes import reconnect_failure, report_outcomes
+from sync_pipelines.posting.invoices import post_drafts
 
 EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
                             "balance", "private_note"]
@@ -100,56 +100,6 @@ def qbo_invoices(
             outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(),
                                    home_currency=invoice_drafts["home_currency"])
     except QboReconnectRequired as exc:
-        # Retrying cannot help until a person re-authorises the app; the message names the realm
-        # and the token endpoint, never a token.
-        raise dg.Failure(
-            description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
-            metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
-            allow_retries=False,
-        ) from None
-    frame = pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
-    counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
-    for o in outcomes:
-        if o.outcome == HELD:
-            context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
-        if o.drift is not None:
-            context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
-    attention = [o for o in outcomes if o.outcome == HELD or o.drift is not None]
-    if attention:
-        # A held invoice is never half-posted, but it is also not billed: someone must act.
-        send(Alert(
-            title=f"{len(attention)} invoice(s) need attention",
-            lines=tuple(
-                f"{o.client_key} {o.period} {o.key}: "
-                + (o.drift.summary() if o.drift is not None else "held: " + "; ".join(o.reasons))
-                for o in attention
-            ),
-            run_url=run_url(context.run.run_id),
-        ))
-    failed = [o for o in outcomes if o.outcome == FAILED]
-    if failed:
-        # QuickBooks stayed unavailable through the connector's retries: fail the step so the
-        # retry policy (and then the operator) re-runs it; the ledger already knows each key.
-        raise dg.Failure(
-            description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
-            + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
-        )
-    busy = [o for o in outcomes if o.outcome == "busy"]
-    if busy:
-        # Another run (the same month launched twice) holds the key's claim and is posting it
-        # now: come back shortly and find it posted. If the claim belongs to a crashed run, the
-        # retries run out and the step fails; it resumes after the claim expires, or at once with
-        # `sync-pipelines ledger replay KEY --release-claim`.
-        context.log.info("another run is posting " + ", ".join(o.key for o in busy) + "; retrying shortly")
-        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10)
-    return dg.Output(
-        frame,
-        metadata={
-            "invoices": dg.MetadataValue.int(len(frame)),
-            **{f"outcome_{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())},
-            "posted_total": dg.MetadataValue.text(
-                str(sum((o.qbo_total or 0) for o in outcomes if o.outcome in ("posted", "already_posted", "recovered")))
-            ),
-            "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
-        },
-    )
+        raise reconnect_failure(exc) from None
+    frame, metadata = report_outcomes(context, outcomes)
+    return dg.Output(frame, metadata=metadata)
