@@ -29,6 +29,23 @@ def read_deal(hubspot: HubSpotClient, deal_id: str, stage: str) -> tuple[pd.Data
     return frame, has_items
 
 
+def project_deals(hubspot: HubSpotClient, deal: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """The triggered deal and every other deal linked to its Harvest project: the month-end prices
+    the project with all their terms (dated rates, discount, not-to-exceed, PO), so the deal's
+    invoice must too."""
+    pid = deal["harvest_project_id"].iloc[0] if len(deal) else None
+    if pid is None or pid is pd.NA:
+        return deal
+    found = hubspot.search_deals(
+        [{"filters": [{"propertyName": "harvest_project_id", "operator": "EQ", "value": str(int(pid))}]}],
+        DEAL_PROPERTIES + entered_properties(stage))
+    others = [d for d in found.records if d.id != str(deal["deal_id"].iloc[0])]
+    if not others:
+        return deal
+    frame = deals_frame(others, hubspot.deal_company_ids([d.id for d in others]), stage)
+    return pd.concat([deal, frame], ignore_index=True)
+
+
 def deal_row(frame: pd.DataFrame) -> dict | None:
     return None if not len(frame) else frame.iloc[0].to_dict()
 

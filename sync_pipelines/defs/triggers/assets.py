@@ -30,6 +30,7 @@ from sync_pipelines.triggers.deal_sources import (
     deal_frame_from_row,
     deal_row,
     earlier_invoices,
+    project_deals,
     project_entries,
     read_deal,
 )
@@ -139,6 +140,8 @@ def deal_invoice_draft(
     with hubspot.client() as hs:
         if plan.basis == LINE_ITEMS:
             line_items, _ = sources.hubspot_deal_line_items(hs, deal_frame, stage=None)
+        else:
+            deal_frame = project_deals(hs, deal_frame, parsed.hubspot.ready_for_billing_stage)  # type: ignore[union-attr]
     if plan.basis != LINE_ITEMS:
         with harvest.client() as hv:
             entries, rejected = project_entries(hv, int(plan.harvest_project_id), plan.period,  # type: ignore[arg-type]
