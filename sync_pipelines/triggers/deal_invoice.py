@@ -95,9 +95,12 @@ def plan_deal(
     deal: dict | None,
     has_line_items: bool,
     earlier: Iterable[DealInvoiceRecord] = (),
+    retry: bool = False,
 ) -> DealPlan:
     """Decide what `trigger` bills. `deal` is the deal's row of the deals frame (built with the
-    ready stage, so `stage_entered_at` is set) as HubSpot has it now; None when it is gone."""
+    ready stage, so `stage_entered_at` is set) as HubSpot has it now; None when it is gone.
+    `retry`: this same trigger ran before (a re-execution): its live invoice is priced again, so
+    the posting step reports it already posted (or drift) and finishes its write-back."""
     from sync_pipelines.connectors.hubspot_stages import parse_hubspot_datetime
 
     tz = rules.firm.timezone
@@ -153,7 +156,9 @@ def plan_deal(
     mine = sorted((r for r in earlier if r.key.split(":")[3:4] == [plan.group_key]),
                   key=lambda r: (r.period, r.generation))
     live = [r for r in mine if r.status in LIVE]
-    if live:
+    if live and retry:
+        plan.period = live[-1].period
+    elif live:
         plan.already_invoiced = live[-1].key
         plan.period = live[-1].period
         plan.basis = None

@@ -79,7 +79,12 @@ def ready_deal(
     company = row.get("company_id") if row else None
     client_key = next((k for k, c in parsed.clients.items() if company and c.hubspot_company_id == company), None)
     earlier = earlier_invoices(ledger.open(), quickbooks.realm_id, client_key, deal_id)
-    plan = plan_deal(parsed, StageEntry(deal_id, when), row, has_items, earlier)
+    # a re-execution of the same trigger (same deal, same stage entry) re-prices its invoice;
+    # a new trigger of a deal already invoiced does not
+    before = context.instance.get_run_records(
+        dg.RunsFilter(tags={DEAL_TAG: deal_id, ENTERED_TAG: str(when)}), limit=5)
+    retry = any(r.dagster_run.run_id != context.run.run_id for r in before)
+    plan = plan_deal(parsed, StageEntry(deal_id, when), row, has_items, earlier, retry=retry)
     if plan.needs_attention:
         context.log.warning(plan.reason)
         _alert(context, plan, "A deal ready for billing was not billed", [plan.reason or ""])
