@@ -577,9 +577,9 @@ def _add_dirty(fixture: dict, seed: int, ctx: dict) -> None:
 
 
 def add_portal_deals(fixture: dict, deals: int, seed: int, ready_every: int = 50,
-                     start: dt.datetime | None = None) -> int:
+                     start: dt.datetime | None = None, span_days: int = 90) -> int:
     """Append `deals` plain HubSpot deals (no company, no line items) to `fixture`, as a large
-    portal has them: modified over the last 90 days, one in `ready_every` in the ready-for-billing
+    portal has them: modified over `span_days` from `start`, one in `ready_every` in the ready-for-billing
     stage (with its stage-entered dates). For benchmarks of the deal sensor; returns how many are
     ready."""
     rng = np.random.default_rng(seed)
@@ -587,7 +587,7 @@ def add_portal_deals(fixture: dict, deals: int, seed: int, ready_every: int = 50
     coll = hs.setdefault("deals", [])
     base = start or dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
     next_id = max([int(d["id"]) for d in coll] + [43_000_000_000]) + 1
-    offsets = np.sort(rng.integers(0, 90 * 86_400_000, size=deals))
+    offsets = np.sort(rng.integers(0, span_days * 86_400_000, size=deals))
     ready = 0
     for n, off in enumerate(offsets.tolist()):
         did = str(next_id + n)
