@@ -109,7 +109,7 @@ def main() -> None:
                 for i, (s, p, t) in enumerate(first)]
         out += [f"| steady state, poll due, nothing new (5 ticks) | median {sorted(steady)[2]:.2f} s, "
                 f"max {max(steady):.2f} s | 1 | 0 |",
-                f"| 20 webhook events for deals just moved into the stage (poll not due) | {webhook_tick:.2f} s | "
+                f"| 20 webhook events for deals just moved into the stage (poll not due) | {webhook_tick * 1000:.0f} ms | "
                 f"{hooked.pages} | {len(hooked.triggers)} |", "",
                 f"Ready deals found by the first poll: {found:,}.", ""]
 
