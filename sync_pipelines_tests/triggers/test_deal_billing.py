@@ -105,6 +105,18 @@ def test_a_line_items_deal_becomes_one_invoice_then_the_deal_gets_its_id(firm: F
     props = deal_properties(firm.env, [LINE_ITEMS_DEAL])[LINE_ITEMS_DEAL]
     assert props["qbo_invoice_id"] == inv["Id"] and props["billing_status"] == "invoiced"
     assert props["qbo_invoice_number"] == inv["DocNumber"]
+    # no secret in the run's event log (metadata included) or the ledger's audit rows
+    secrets = [firm.env[k] for k in ("HUBSPOT_ACCESS_TOKEN", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN",
+                                     "HARVEST_ACCESS_TOKEN")]
+    log = "\n".join(str(e) for e in firm.instance.all_logs(result.run_id))
+    assert "deal_qbo_invoice" in log and not [x for x in secrets if x in log]
+    import sqlalchemy as sa
+
+    from sync_pipelines.ledger.schema import audit_log
+
+    with firm.ledger().engine.connect() as conn:
+        audit = "\n".join(str(dict(r)) for r in conn.execute(sa.select(audit_log)).mappings())
+    assert "/crm/v3/objects/deals/batch/read" in audit and not [x for x in secrets if x in audit]
     # the same trigger again (a retried or re-delivered run): nothing new
     again = firm.run_deal(LINE_ITEMS_DEAL)
     assert _outcomes(again) == ["already_posted"]
