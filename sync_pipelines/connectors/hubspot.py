@@ -374,18 +374,23 @@ class HubSpotClient(ApiClient):
         """The current state of the given deals: ``POST /crm/v3/objects/deals/batch/read``, 100
         ids a call. Deals that do not exist (or were deleted) are simply absent from the result
         (HubSpot answers 207 with ``errors`` naming them)."""
-        ids = list(dict.fromkeys(str(d) for d in deal_ids))
-        path = f"{self._objects('deals')}/batch/read"
         result: FetchResult[Deal] = FetchResult()
         seen: set[str] = set()
+        for results in self._batch_read("deals", dict.fromkeys(str(d) for d in deal_ids), properties):
+            _parse_unique(Deal, results, "deal", seen, result)
+        return result
+
+    def _batch_read(self, object_type: str, ids: Iterable[str], properties: Sequence[str]) -> Iterator[list[Any]]:
+        """``results`` of ``POST /crm/v3/objects/{type}/batch/read``, 100 ids a call."""
+        ids = list(ids)
+        path = f"{self._objects(object_type)}/batch/read"
         for start in range(0, len(ids), BATCH_READ):
             chunk = ids[start:start + BATCH_READ]
-            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": properties})
+            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": list(properties)})
             results = body.get("results") if isinstance(body, dict) else None
             if not isinstance(results, list):
                 raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
-            _parse_unique(Deal, results, "deal", seen, result)
-        return result
+            yield results
 
     # -- write
     def update_deal(self, deal_id: str, properties: dict[str, str]) -> Deal:
@@ -449,15 +454,8 @@ class HubSpotClient(ApiClient):
         assoc = self._associated_ids("deals", "line_items", ids)
         result = LineItemsResult(associations=assoc)
         wanted = sorted({li for lis in assoc.values() for li in lis}, key=_id_order)
-        props = list(properties or LINE_ITEM_PROPERTIES)
-        path = f"{self._objects('line_items')}/batch/read"
         parsed: FetchResult[LineItem] = FetchResult()
-        for start in range(0, len(wanted), BATCH_READ):
-            chunk = wanted[start:start + BATCH_READ]
-            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": props})
-            results = body.get("results") if isinstance(body, dict) else None
-            if not isinstance(results, list):
-                raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+        for results in self._batch_read("line_items", wanted, properties or LINE_ITEM_PROPERTIES):
             parse_records(LineItem, results, system=SYSTEM, entity="line_item", into=parsed)
         result.rejected.extend(parsed.rejected)
         by_id = {li.id: li for li in parsed.records}

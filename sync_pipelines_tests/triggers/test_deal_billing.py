@@ -195,7 +195,6 @@ def test_a_project_deal_mid_month_then_the_month_end_bill_every_entry_once(firm:
     assert on_deal and on_deal != billable
 
     # totals exact: the two invoices add up to what October alone would have billed
-    from sync_pipelines.extract.frames import time_entries_frame  # noqa: F401 - frames come from the run
     frame = firm.definitions.load_asset_value("harvest_time_entries", partition_key=MONTH, instance=firm.instance)
     rules = parse_rules(firm.rules_yaml, "rules.yaml")
     catalog = firm.definitions.load_asset_value("qbo_catalog", partition_key=MONTH, instance=firm.instance)

@@ -2,14 +2,12 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import money
-from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
+from sync_pipelines.connectors.quickbooks import quote
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 from sync_pipelines.extract import sources
-from sync_pipelines.posting.drafts import posting_drafts
-from sync_pipelines.defs.quickbooks.posting_outcomes import reconnect_failure, report_outcomes
-from sync_pipelines.posting.invoices import post_drafts
+from sync_pipelines.defs.quickbooks.posting_outcomes import post_document, report_outcomes
 
 EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
                             "balance", "private_note"]
@@ -94,12 +92,5 @@ def qbo_invoices(
     If QuickBooks refuses the stored refresh token (`invalid_grant`), the run fails at once,
     without retries, with the steps to reconnect the app.
     """
-    drafts = posting_drafts(invoice_drafts)
-    try:
-        with quickbooks.client() as client:
-            outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(),
-                                   home_currency=invoice_drafts["home_currency"])
-    except QboReconnectRequired as exc:
-        raise reconnect_failure(exc) from None
-    frame, metadata = report_outcomes(context, outcomes)
+    frame, metadata = report_outcomes(context, post_document(invoice_drafts, quickbooks, ledger))
     return dg.Output(frame, metadata=metadata)

@@ -14,17 +14,27 @@ import pandas as pd
 
 from sync_pipelines.alerts import Alert, run_url, send
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired
-from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, PostingOutcome
+from sync_pipelines.posting.drafts import posting_drafts
+from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, PostingOutcome, post_drafts
 
 
-def reconnect_failure(exc: QboReconnectRequired) -> dg.Failure:
-    # Retrying cannot help until a person re-authorises the app; the message names the realm
-    # and the token endpoint, never a token.
-    return dg.Failure(
-        description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
-        metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
-        allow_retries=False,
-    )
+def post_document(document: dict, quickbooks, ledger) -> list[PostingOutcome]:
+    """Post a drafts document (`posting.drafts.drafts_document`) through the ledger protocol.
+
+    `quickbooks` / `ledger` are the `QuickBooksResource` / `LedgerResource`. A refused refresh
+    token fails the step at once, without retries: retrying cannot help until a person
+    re-authorises the app (the message names the realm and the token endpoint, never a token).
+    """
+    try:
+        with quickbooks.client() as client:
+            return post_drafts(posting_drafts(document), qbo=client, ledger=ledger.open(),
+                               home_currency=document["home_currency"])
+    except QboReconnectRequired as exc:
+        raise dg.Failure(
+            description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
+            metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
+            allow_retries=False,
+        ) from None
 
 
 def report_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome],

@@ -14,16 +14,14 @@ import pandas as pd
 from sync_pipelines.alerts import Alert, run_url, send
 from sync_pipelines.billing.rules_cache import cached_rules
 from sync_pipelines.connectors.hubspot_stages import iso_ms, parse_hubspot_datetime
-from sync_pipelines.connectors.quickbooks import QboReconnectRequired
 from sync_pipelines.defs.partitions import deals
-from sync_pipelines.defs.quickbooks.posting_outcomes import reconnect_failure, report_outcomes
+from sync_pipelines.defs.quickbooks.posting_outcomes import post_document, report_outcomes
 from sync_pipelines.defs.resources import HarvestResource, HubSpotResource, LedgerResource, QuickBooksResource, RulesResource
 from sync_pipelines.extract import sources
 from sync_pipelines.extract.frames import line_items_frame, time_entries_frame
 from sync_pipelines.posting.draft_checks import draft_problems
-from sync_pipelines.posting.drafts import drafts_document, posting_drafts
+from sync_pipelines.posting.drafts import drafts_document
 from sync_pipelines.posting.history import billing_history
-from sync_pipelines.posting.invoices import post_drafts
 from sync_pipelines.posting.writeback import CONFIRMED, PROPERTIES, drain_writebacks, enqueue_writebacks
 from sync_pipelines.triggers.deal_invoice import LINE_ITEMS, DealPlan, plan_deal, price_deal
 from sync_pipelines.triggers.deal_sources import (
@@ -206,13 +204,7 @@ def deal_qbo_invoice(
     held invoice is recorded with its reasons and never partly sent.
     """
     plan = deal_invoice_draft.get("deal") or {}
-    drafts = posting_drafts(deal_invoice_draft)
-    try:
-        with quickbooks.client() as client:
-            outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(),
-                                   home_currency=deal_invoice_draft["home_currency"])
-    except QboReconnectRequired as exc:
-        raise reconnect_failure(exc) from None
+    outcomes = post_document(deal_invoice_draft, quickbooks, ledger)
     frame, metadata = report_outcomes(context, outcomes, subject=f"deal {plan.get('deal_id')}: ")
     if plan.get("already_invoiced"):
         metadata["already_invoiced"] = dg.MetadataValue.text(plan["already_invoiced"])
