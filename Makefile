@@ -7,9 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= .demo
+PORT ?= 3000
 export DAGSTER_HOME ?= $(abspath $(DEMO_DIR))/dagster_home
 
-.PHONY: install demo ui test clean-demo
+.PHONY: install demo ui serve test clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +24,13 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/sync-pipelines demo --dir $(DEMO_DIR)
 
-## Same data, then keep the sandbox and the Dagster UI running (http://127.0.0.1:3000).
+## Same data, then keep the sandbox and the Dagster UI running (http://127.0.0.1:$(PORT); `make ui PORT=3001`).
 ui: install
-	$(VENV)/bin/sync-pipelines demo --dir $(DEMO_DIR) --ui
+	$(VENV)/bin/sync-pipelines demo --dir $(DEMO_DIR) --ui --ui-port $(PORT)
+
+## Dagster UI + daemon + webhook receiver + sandbox with generated data, wired together (a trial).
+serve: install
+	$(VENV)/bin/sync-pipelines serve --sandbox --dir $(DEMO_DIR) --port $(PORT)
 
 ## The whole test suite (PostgreSQL tests run when SYNC_TEST_DATABASE_URL is set).
 test: install

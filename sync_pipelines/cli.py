@@ -7,7 +7,9 @@
     sync-pipelines ledger status [--month YYYY-MM] [--client KEY]
     sync-pipelines ledger replay KEY [--release-claim]
     sync-pipelines ledger reissue KEY
-    sync-pipelines demo [--dir .demo] [--ui]
+    sync-pipelines demo [--dir .demo] [--ui [--ui-port 3000]]
+    sync-pipelines webhooks serve [--host 127.0.0.1 --port 8787]
+    sync-pipelines serve [--sandbox] [--port 3000] [--webhooks-port 8787] [--dir .demo]
 
 `bill` exits 0 when every invoice is posted or already posted, 3 when the run completed but
 some invoices are held (or drifted), 1 on failure.
@@ -79,7 +81,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--month", type=_month, default=None, help="default: the previous complete month")
     demo.add_argument("--ui", action="store_true", help="then keep the sandbox and the Dagster UI running")
     demo.add_argument("--port", type=int, default=8765, help="sandbox port")
+    demo.add_argument("--ui-port", type=_port, default=3000, help="with --ui: the Dagster UI's port")
+
+    webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (HubSpot, QuickBooks)")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    wh_serve = webhooks_sub.add_parser("serve", help="receive signed webhooks into the ledger inbox (uvicorn)")
+    wh_serve.add_argument("--host", default="127.0.0.1")
+    wh_serve.add_argument("--port", type=_port, default=8787)
+
+    trial = sub.add_parser("serve", help="Dagster UI + daemon + webhook receiver on this machine (a trial)")
+    trial.add_argument("--sandbox", action="store_true",
+                       help="also serve the sandbox with generated data, its webhooks pointed at the receiver")
+    trial.add_argument("--host", default="127.0.0.1", help="interface for the UI and the receiver")
+    trial.add_argument("--port", type=_port, default=3000, help="Dagster UI port")
+    trial.add_argument("--webhooks-port", type=_port, default=8787, help="webhook receiver port")
+    trial.add_argument("--sandbox-port", type=_port, default=8765, help="with --sandbox: the sandbox's port")
+    trial.add_argument("--dir", type=Path, default=Path(".demo"),
+                       help="with --sandbox: where the generated data, DAGSTER_HOME and the ledger live")
     return parser
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from sync_pipelines.commands.demo import run_demo
 
-        return run_demo(args.dir, month=args.month, ui=args.ui, port=args.port)
+        return run_demo(args.dir, month=args.month, ui=args.ui, port=args.port, ui_port=args.ui_port)
+
+    if args.command == "webhooks":
+        from sync_pipelines.webhooks.server import serve_main as webhooks_serve_main
+
+        return webhooks_serve_main(args.host, args.port)
+
+    if args.command == "serve":
+        from sync_pipelines.commands.serve import serve_main
+
+        return serve_main(sandbox=args.sandbox, host=args.host, ui_port=args.port, webhooks_port=args.webhooks_port,
+                          sandbox_port=args.sandbox_port, directory=args.dir)
     return 2
 
 

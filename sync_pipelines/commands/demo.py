@@ -32,16 +32,11 @@ def previous_month(now: datetime | None = None, tz: str = DEMO_TIMEZONE) -> str:
     return f"{year:04d}-{month:02d}"
 
 
-def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, port: int = 8765) -> int:
+def demo_data(directory: Path, month: str) -> tuple[dict, Path]:
+    """The demo firm for `month` under `directory`: generated once (deterministic), then reused.
+    Returns the fixture and the path of its rules file."""
     from sync_pipelines import money
-    from sync_pipelines.commands.billing_runs import bill_month, ensure_instance_home, print_run
-    from sync_pipelines.sandbox import SandboxServer, generate_fixture
-
-    directory = directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("DAGSTER_HOME", str(directory / "dagster_home"))
-    home = ensure_instance_home()
-    month = month or previous_month()
+    from sync_pipelines.sandbox import generate_fixture
 
     fixture_path = directory / f"fixture-{month}.json"
     rules_path = directory / f"billing_rules-{month}.yaml"
@@ -50,10 +45,29 @@ def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, por
         fixture_path.write_text(money.dumps(fixture, indent=1))
         rules_path.write_text(rules_yaml)
         print(f"Generated {fixture_path.name} and {rules_path.name} in {directory}")
-    fixture = money.loads(fixture_path.read_text())
+    return money.loads(fixture_path.read_text()), rules_path
+
+
+def sandbox_state_file(directory: Path, month: str) -> Path:
+    """Where the sandbox keeps its state between runs, so QuickBooks 'remembers' what was posted."""
+    return directory / f"sandbox-state-{month}.json"
+
+
+def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, port: int = 8765,
+             ui_port: int = 3000) -> int:
+    from sync_pipelines.commands.billing_runs import bill_month, ensure_instance_home, print_run
+    from sync_pipelines.sandbox import SandboxServer
+
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(directory / "dagster_home"))
+    home = ensure_instance_home()
+    month = month or previous_month()
+
+    fixture, rules_path = demo_data(directory, month)
 
     started = time.monotonic()
-    with SandboxServer(fixture, port=port, state_file=directory / f"sandbox-state-{month}.json") as sandbox:
+    with SandboxServer(fixture, port=port, state_file=sandbox_state_file(directory, month)) as sandbox:
         os.environ.update(sandbox.env())
         os.environ["SYNC_RULES_FILE"] = str(rules_path)
         print(f"Sandbox (Harvest, HubSpot, QuickBooks) at {sandbox.base_url}; billing {month}...\n")
@@ -65,12 +79,12 @@ def run_demo(directory: Path, *, month: str | None = None, ui: bool = False, por
         print(f"Ledger: {home / 'sync_ledger.db'}   Dagster instance: {home}")
         print(f"What the ledger holds: DAGSTER_HOME={home} .venv/bin/sync-pipelines ledger status")
         if not ui:
-            print("See the runs, lineage and the billing board in the Dagster UI: make ui  (http://127.0.0.1:3000)")
+            print(f"See the runs, lineage and the billing board in the Dagster UI: make ui  (http://127.0.0.1:{ui_port})")
             return run.exit_code
-        print("Starting the Dagster UI at http://127.0.0.1:3000 (Ctrl-C to stop)...")
+        print(f"Starting the Dagster UI at http://127.0.0.1:{ui_port} (Ctrl-C to stop)...")
         repo_root = Path(__file__).resolve().parents[2]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"],
+            [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(ui_port)],
             cwd=repo_root,
         )
         try:

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
+from sync_pipelines.serving import UvicornOnSocket
+
 from . import credentials
 from .app import Sandbox, create_app
 from .limits import RateLimits
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
 
 
 class SandboxServer:
@@ -59,12 +48,8 @@ class SandboxServer:
     ):
         self.sandbox = Sandbox(fixture or {}, state_file=state_file, rate_limits=rate_limits,
                                rotate_refresh_tokens=rotate_refresh_tokens)
-        self.host = host
-        self._port = port
         self.log_level = log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        self._uvicorn = UvicornOnSocket(self._config, host, port, "sandbox")
 
     # ------------------------------------------------------------------ lifecycle
     def _config(self) -> uvicorn.Config:
@@ -72,48 +57,19 @@ class SandboxServer:
                               timeout_graceful_shutdown=2)
 
     def start(self) -> "SandboxServer":
-        if self._server is not None:
-            return self
-        self._sock = _bind(self.host, self._port)
-        self._port = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(self._config())
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"sandbox-{self._port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("sandbox server failed to start")
-            time.sleep(0.01)
+        self._uvicorn.start()
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = None
-        self._thread = None
-        self._sock = None
+        self._uvicorn.stop(timeout=10)
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted (Ctrl-C)."""
-        self.bind()
-        assert self._sock is not None
-        server = uvicorn.Server(self._config())
-        try:
-            server.run(sockets=[self._sock])
-        finally:
-            self._sock.close()
+        self._uvicorn.serve_forever()
 
     def bind(self) -> None:
         """Bind the socket now (so `base_url` is known before `serve_forever`)."""
-        if self._sock is None:
-            self._sock = _bind(self.host, self._port)
-            self._port = self._sock.getsockname()[1]
+        self._uvicorn.bind()
 
     def __enter__(self) -> "SandboxServer":
         return self.start()
@@ -123,13 +79,16 @@ class SandboxServer:
 
     # ------------------------------------------------------------------ info
     @property
+    def host(self) -> str:
+        return self._uvicorn.host
+
+    @property
     def port(self) -> int:
-        return self._port
+        return self._uvicorn.port
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
+        return self._uvicorn.base_url
 
     @property
     def realm_id(self) -> str:

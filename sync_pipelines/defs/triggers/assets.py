@@ -157,6 +157,12 @@ def deal_invoice_draft(
                         entries, catalog, history, realm)
     document = drafts_document(result, entries)
     document["deal"] = plan.as_dict()
+    nothing = None
+    if not document["invoices"]:
+        nothing = (f"nothing to bill: project {plan.harvest_project_id} has no unbilled billable time in "
+                   f"{plan.period} up to {plan.through}" if plan.basis != LINE_ITEMS else
+                   f"nothing to bill: deal {plan.deal_id}'s line items total zero")
+        context.log.info(nothing)
     held = [i for i in document["invoices"] if i["status"] == "held"]
     for inv in held:
         context.log.warning(f"HELD {inv['invoice_key']}: {'; '.join(inv['hold_reasons'])}")
@@ -172,6 +178,7 @@ def deal_invoice_draft(
             "total": dg.MetadataValue.text(", ".join(f"{i['total']} {i['currency']}" for i in document["invoices"]) or "0"),
             "entries": dg.MetadataValue.int(sum(len(i["entries"]) for i in document["invoices"])),
             "hold_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for i in held for r in i["hold_reasons"]) or "_none_"),
+            "reason": dg.MetadataValue.text(nothing or ""),
             "lines": dg.MetadataValue.md(
                 lines[["line_no", "description", "qty", "unit_price", "amount", "rate_rule"]].astype(str)
                 .to_markdown(index=False) if len(lines) else "_no lines_"),
