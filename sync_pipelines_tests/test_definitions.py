@@ -56,6 +56,8 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
         "qbo_existing_invoices": "extract", "billing_rules": "extract",
         "unassigned_time": "billing", "billable_entries": "billing", "invoice_drafts": "billing",
         "qbo_invoices": "posting", "reconciliation_report": "posting", "crm_write_back": "posting",
+        "ready_deal": "triggers", "deal_invoice_draft": "triggers", "deal_qbo_invoice": "triggers",
+        "deal_crm_write_back": "triggers",
     }
     for name, spec in specs.items():
         assert spec.description and len(spec.description) > 40, f"{name} needs an operator-facing description"
@@ -67,6 +69,10 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
         "harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items", "qbo_catalog", "qbo_company",
         "billing_rules"}
     assert {"billable_entries", "qbo_invoices", "qbo_existing_invoices"} <= parents["reconciliation_report"]
+    # a triggered deal: deal -> draft -> QuickBooks -> CRM, partitioned by deal
+    assert parents["deal_invoice_draft"] == {"ready_deal"} and parents["deal_qbo_invoice"] == {"deal_invoice_draft"}
+    assert parents["deal_crm_write_back"] == {"deal_qbo_invoice", "deal_invoice_draft"}
+    assert defs.resolve_job_def("deal_billing").partitions_def == dg.DynamicPartitionsDefinition(name="deals")
 
 
 def test_the_drafts_consistency_check_blocks_posting(no_secrets: Path) -> None:

@@ -121,6 +121,7 @@ def price_month(
     line_items: pd.DataFrame | None = None,
     company: QboCompany | None = None,
     today: date | None = None,
+    group_override: str | None = None,
 ) -> BillingResult:
     """Price one month (DESIGN §5) for every rules client, or only `clients`.
 
@@ -130,6 +131,9 @@ def price_month(
     `line_items` (the `deal_line_items` frame): with the rules' `hubspot.ready_for_billing_stage`
     set, each qualifying deal of `deals` is also invoiced from its line items (one invoice per
     deal, group key ``deal-<id>``; see billing/line_items.py). None: no line-item invoices.
+
+    `group_override`: every time invoice gets this group key instead of the rules' `group_by`
+    (a triggered deal bills its project's time on one invoice, ``deal-<id>``).
     """
     history = history or BillingHistory()
     deal_history = history
@@ -183,7 +187,7 @@ def price_month(
         c, pid = divmod(int(pv), 2**36)
         ck = client_keys[c]
         po = terms[pid].po_number if pid in terms else None
-        gk = group_key(eff[ck].invoice.group_by, pid, po)  # type: ignore[union-attr]
+        gk = group_override or group_key(eff[ck].invoice.group_by, pid, po)  # type: ignore[union-attr]
         inv_of_group.setdefault((ck, gk), len(invoices))
         if inv_of_group[(ck, gk)] == len(invoices):
             invoices.append((ck, gk))

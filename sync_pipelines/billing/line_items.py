@@ -1,8 +1,9 @@
 """Deals invoiced from their line items (DESIGN §5 "Deals"; docs/rules.md "Deals invoiced from line items").
 
 A deal qualifies for period P when its `dealstage` is the rules' `hubspot.ready_for_billing_stage`,
-it has at least one line item, its `hs_lastmodifieddate` (the stage change: the best signal the
-deal object carries) falls in P in the firm's time zone, and its company id is a rules client's
+it has at least one line item, the day it entered that stage (`stage_entered_at`, HubSpot's
+`hs_v2_date_entered_<stage>`; `hs_lastmodifieddate` when the portal has none) falls in P in the
+firm's time zone, and its company id is a rules client's
 `hubspot_company_id`. Each qualifying deal is one invoice of its own (group key `deal-<id>`), one
 SalesItemLine per line item; the client's discount, minimum and cap do not apply (the line items
 are the agreed price). Per-deal work is a Python loop: a month has few such deals.
@@ -57,8 +58,11 @@ def _group_of(invoice_key: str) -> str | None:
 
 def without_deal_invoices(history: BillingHistory) -> BillingHistory:
     """The history the time path sees: posted line-item invoices never count towards a client's
-    cap (the caps do not apply to them, in either direction)."""
-    keep = tuple(p for p in history.posted_invoices if not (_group_of(p.invoice_key) or "").startswith(GROUP_PREFIX))
+    cap (the caps do not apply to them, in either direction). A deal invoice that billed Harvest
+    time (a triggered deal linked to a project) does count: it holds entries."""
+    time_keys = set(history.posted_entries.values())
+    keep = tuple(p for p in history.posted_invoices
+                 if not (_group_of(p.invoice_key) or "").startswith(GROUP_PREFIX) or p.invoice_key in time_keys)
     if len(keep) == len(history.posted_invoices):
         return history
     return replace(history, posted_invoices=keep)
@@ -119,7 +123,9 @@ def price_line_items(
         did = cell_text(rec.get("deal_id"))
         if did is None or cell_text(rec.get("dealstage")) != stage or did not in items_of:
             continue
-        when = deal_date(rec.get("hs_lastmodifieddate"), tz)
+        # HubSpot's stage-entered date is the stage change; hs_lastmodifieddate (any edit, our
+        # write-back included) only stands in when the portal has none
+        when = deal_date(rec.get("stage_entered_at"), tz) or deal_date(rec.get("hs_lastmodifieddate"), tz)
         if when is None or not (start <= when <= end):
             continue
         company = cell_text(rec.get("company_id"))

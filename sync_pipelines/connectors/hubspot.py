@@ -340,6 +340,59 @@ class HubSpotClient(ApiClient):
         window.append({"propertyName": WINDOW_PROPERTY, "operator": "LT", "value": _dt_ms(end)})
         return self.search_deals([{"filters": window}], properties)
 
+    def search_deals_page(
+        self,
+        filter_groups: list[dict[str, Any]],
+        properties: list[str],
+        *,
+        after: str | None = None,
+        sorts: list[dict[str, str]] | None = None,
+    ) -> tuple[FetchResult[Deal], str | None]:
+        """One page (``limit`` 200) of a deal search and the ``paging.next.after`` to continue
+        with (None on the last page). For callers that bound their work per call (the deal
+        sensor): they window on ``hs_lastmodifieddate`` themselves, and an ``after`` at or past
+        the 10,000 cap is refused by HubSpot with a 400, so they must re-window before it."""
+        path = f"{self._objects('deals')}/search"
+        body_req: dict[str, Any] = {
+            "filterGroups": filter_groups,
+            "sorts": sorts or [{"propertyName": WINDOW_PROPERTY, "direction": "ASCENDING"}],
+            "properties": list(properties),
+            "limit": self.search_limit,
+        }
+        if after is not None:
+            body_req["after"] = after
+        response = self._http.request("POST", path, headers=self._headers(), json_body=body_req,
+                                      extra_limiters=[self._search_limiter])
+        data = loads_response(response)
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+        page: FetchResult[Deal] = FetchResult()
+        _parse_unique(Deal, results, "deal", set(), page)
+        return page, _next_after(data)
+
+    def batch_read_deals(self, deal_ids: Iterable[str], properties: list[str]) -> FetchResult[Deal]:
+        """The current state of the given deals: ``POST /crm/v3/objects/deals/batch/read``, 100
+        ids a call. Deals that do not exist (or were deleted) are simply absent from the result
+        (HubSpot answers 207 with ``errors`` naming them)."""
+        result: FetchResult[Deal] = FetchResult()
+        seen: set[str] = set()
+        for results in self._batch_read("deals", dict.fromkeys(str(d) for d in deal_ids), properties):
+            _parse_unique(Deal, results, "deal", seen, result)
+        return result
+
+    def _batch_read(self, object_type: str, ids: Iterable[str], properties: Sequence[str]) -> Iterator[list[Any]]:
+        """``results`` of ``POST /crm/v3/objects/{type}/batch/read``, 100 ids a call."""
+        ids = list(ids)
+        path = f"{self._objects(object_type)}/batch/read"
+        for start in range(0, len(ids), BATCH_READ):
+            chunk = ids[start:start + BATCH_READ]
+            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": list(properties)})
+            results = body.get("results") if isinstance(body, dict) else None
+            if not isinstance(results, list):
+                raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+            yield results
+
     # -- write
     def update_deal(self, deal_id: str, properties: dict[str, str]) -> Deal:
         """``PATCH /crm/v3/objects/deals/{id}`` with string property values (e.g. ``qbo_invoice_id``)."""
@@ -402,15 +455,8 @@ class HubSpotClient(ApiClient):
         assoc = self._associated_ids("deals", "line_items", ids)
         result = LineItemsResult(associations=assoc)
         wanted = sorted({li for lis in assoc.values() for li in lis}, key=_id_order)
-        props = list(properties or LINE_ITEM_PROPERTIES)
-        path = f"{self._objects('line_items')}/batch/read"
         parsed: FetchResult[LineItem] = FetchResult()
-        for start in range(0, len(wanted), BATCH_READ):
-            chunk = wanted[start:start + BATCH_READ]
-            body = self._call("POST", path, json_body={"inputs": [{"id": i} for i in chunk], "properties": props})
-            results = body.get("results") if isinstance(body, dict) else None
-            if not isinstance(results, list):
-                raise ApiValidationError(SYSTEM, "POST", path, 200, api_message="response has no 'results' array")
+        for results in self._batch_read("line_items", wanted, properties or LINE_ITEM_PROPERTIES):
             parse_records(LineItem, results, system=SYSTEM, entity="line_item", into=parsed)
         result.rejected.extend(parsed.rejected)
         by_id = {li.id: li for li in parsed.records}

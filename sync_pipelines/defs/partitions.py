@@ -61,3 +61,7 @@ EXTRACT_ASSET = dict(
     retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
     code_version="1",
 )
+
+# One partition per HubSpot deal (key = deal id) that entered the ready-for-billing stage; the
+# deal sensor adds the key in the same tick as it requests the deal's run.
+deals = dg.DynamicPartitionsDefinition(name="deals")

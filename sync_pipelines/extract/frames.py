@@ -18,6 +18,7 @@ import pandas as pd
 from sync_pipelines.connectors.harvest_models import TimeEntry
 from sync_pipelines.connectors.http import Rejected
 from sync_pipelines.connectors.hubspot_models import Deal, DealLineItem
+from sync_pipelines.connectors.hubspot_stages import entered_properties
 
 STR = pd.StringDtype(na_value=np.nan)  # pandas 3's default "str" dtype
 
@@ -59,6 +60,9 @@ DEAL_COLUMNS: dict[str, Any] = {
     "po_number": STR,
     "company_id": STR,
     "deal_currency_code": STR,
+    # when the deal entered its current stage, if it is the rules' ready-for-billing stage
+    # (HubSpot's hs_v2_date_entered_<stage>, else hs_date_entered_<stage>; ISO text)
+    "stage_entered_at": STR,
 }
 
 #: HubSpot properties to request for :func:`deals_frame`.
@@ -165,17 +169,22 @@ def _project_id(value: str | None) -> Any:
     return pd.NA
 
 
-def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.DataFrame:
+def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str], stage: str | None = None) -> pd.DataFrame:
     """One row per HubSpot deal (columns and dtypes: ``DEAL_COLUMNS``).
 
     Property values stay strings (``""`` becomes missing, except on the three billing overrides,
     where a blank is kept as ``""`` so the engine can hold it instead of silently falling back to
     the client's rules); ``harvest_project_id`` is a nullable
     Int64 (missing or non-numeric -> NA); ``company_id`` comes from ``company_ids`` (see
-    :meth:`HubSpotClient.deal_company_ids`).
+    :meth:`HubSpotClient.deal_company_ids`). With `stage` (the ready-for-billing stage id),
+    ``stage_entered_at`` is when a deal in that stage entered it (read those properties too:
+    ``stage_entry.entered_properties(stage)``).
     """
     rows = []
     for d in deals:
+        entered = None
+        if stage is not None and d.prop("dealstage") == stage:
+            entered = next((v for v in (d.prop(n) for n in entered_properties(stage)) if v), None)
         rows.append({
             "deal_id": d.id,
             "dealname": d.prop("dealname") or "",
@@ -191,6 +200,7 @@ def deals_frame(deals: Iterable[Deal], company_ids: Mapping[str, str]) -> pd.Dat
             "po_number": d.prop("po_number"),
             "company_id": company_ids.get(d.id),
             "deal_currency_code": _strip(d.prop("deal_currency_code")),
+            "stage_entered_at": entered,
         })
     return _frame(rows, DEAL_COLUMNS)
 

@@ -16,6 +16,7 @@ import pandas as pd
 from sync_pipelines import money
 from sync_pipelines.billing.company import QboCompany, company_from_qbo
 from sync_pipelines.connectors.http import Rejected
+from sync_pipelines.connectors.hubspot_stages import entered_properties
 
 from .frames import (
     DEAL_PROPERTIES,
@@ -48,15 +49,17 @@ def harvest_time_entries(client: HarvestClient, period: str) -> tuple[pd.DataFra
 
 
 def hubspot_deals(
-    client: HubSpotClient, properties: list[str] | None = None
+    client: HubSpotClient, properties: list[str] | None = None, stage: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every deal with the billing properties and its (primary) company id.
+    """Every deal with the billing properties and its (primary) company id; with `stage` (the
+    rules' ready-for-billing stage) also when each deal in it entered it (``stage_entered_at``).
 
     A deal whose `harvest_project_id` is not a Harvest project id (someone typed a project code)
     stays in the frame unlinked, and is also listed among the rejected records with the reason,
     so its billing overrides are visibly not applied instead of silently ignored.
     """
-    result = client.list_deals(list(properties or DEAL_PROPERTIES))
+    wanted = list(properties or DEAL_PROPERTIES) + (entered_properties(stage) if stage else [])
+    result = client.list_deals(wanted)
     company_ids = client.deal_company_ids([d.id for d in result.records])
     unlinkable = [
         Rejected("hubspot", "deal", d.id,
@@ -65,7 +68,7 @@ def hubspot_deals(
         for d in result.records
         if (raw := (d.prop("harvest_project_id") or "").strip()) and not raw.isdigit()
     ]
-    return deals_frame(result.records, company_ids), rejected_frame([*result.rejected, *unlinkable])
+    return deals_frame(result.records, company_ids, stage), rejected_frame([*result.rejected, *unlinkable])
 
 
 def hubspot_deal_line_items(

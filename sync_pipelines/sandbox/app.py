@@ -332,7 +332,7 @@ class Sandbox:
                 now = iso_z()
                 if deal["properties"].get("dealstage") != stage:
                     st.hubspot_event("deals", deal["id"], "dealstage", stage)
-                deal["properties"]["dealstage"] = stage
+                    hubspot_api.enter_stage(deal, stage, now)
                 deal["properties"]["hs_lastmodifieddate"] = now
                 deal["updatedAt"] = now
                 st.touch("hubspot")

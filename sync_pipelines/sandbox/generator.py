@@ -395,7 +395,10 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
             "dealname": f"{names[i]} - Fixed-fee package", "amount": None, "dealstage": READY_FOR_BILLING_STAGE,
             "pipeline": "default", "createdate": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "closedate": None,
             "hs_lastmodifieddate": ready_at, "hs_object_id": did, "deal_currency_code": "USD",
-            "harvest_project_id": None, "billing_hourly_rate": None, "po_number": f"PO-LI-{k + 1}"},
+            "harvest_project_id": None, "billing_hourly_rate": None, "po_number": f"PO-LI-{k + 1}",
+            # HubSpot's stage calculated properties: when the deal entered its current stage
+            f"hs_v2_date_entered_{READY_FOR_BILLING_STAGE}": ready_at,
+            f"hs_date_entered_{READY_FOR_BILLING_STAGE}": ready_at},
             "createdAt": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "updatedAt": ready_at, "archived": False})
         for type_id in (5, 341):
             associations.append({"from_type": "deals", "from_id": did, "to_type": "companies",
@@ -571,3 +574,29 @@ def _add_dirty(fixture: dict, seed: int, ctx: dict) -> None:
     q["items"].append({"Id": str(next_qbo), "Sku": "LEGACY-01", "Type": "Service", "Active": True, "Taxable": False,
                        "UnitPrice": 0, "IncomeAccountRef": {"value": "79", "name": "Services"}, "domain": "QBO",
                        "sparse": False, "SyncToken": "0", "MetaData": meta})
+
+
+def add_portal_deals(fixture: dict, deals: int, seed: int, ready_every: int = 50,
+                     start: dt.datetime | None = None, span_days: int = 90) -> int:
+    """Append `deals` plain HubSpot deals (no company, no line items) to `fixture`, as a large
+    portal has them: modified over `span_days` from `start`, one in `ready_every` in the ready-for-billing
+    stage (with its stage-entered dates). For benchmarks of the deal sensor; returns how many are
+    ready."""
+    rng = np.random.default_rng(seed)
+    hs = fixture.setdefault("hubspot", {})
+    coll = hs.setdefault("deals", [])
+    base = start or dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
+    next_id = max([int(d["id"]) for d in coll] + [43_000_000_000]) + 1
+    offsets = np.sort(rng.integers(0, span_days * 86_400_000, size=deals))
+    ready = 0
+    for n, off in enumerate(offsets.tolist()):
+        did = str(next_id + n)
+        when = (base + dt.timedelta(milliseconds=int(off)))
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+        stage = READY_FOR_BILLING_STAGE if n % ready_every == 0 else STAGES[int(rng.integers(len(STAGES)))]
+        props = {"dealname": f"Portal deal {n}", "amount": None, "dealstage": stage, "pipeline": "default",
+                 "createdate": stamp, "closedate": None, "hs_lastmodifieddate": stamp, "hs_object_id": did,
+                 f"hs_v2_date_entered_{stage}": stamp, f"hs_date_entered_{stage}": stamp}
+        ready += stage == READY_FOR_BILLING_STAGE
+        coll.append({"id": did, "properties": props, "createdAt": stamp, "updatedAt": stamp, "archived": False})
+    return ready

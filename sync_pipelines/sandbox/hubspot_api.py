@@ -20,6 +20,21 @@ DEFAULT_PROPERTIES = {
 }
 ALWAYS = ("createdate", "hs_lastmodifieddate", "hs_object_id")
 READ_ONLY = ("hs_object_id", "createdate", "hs_lastmodifieddate")
+#: HubSpot's stage calculated properties: one pair per pipeline stage id, set by HubSpot when a
+#: record enters the stage (knowledge.hubspot.com "stage calculated properties"); read only.
+STAGE_ENTERED_PREFIXES = ("hs_v2_date_entered_", "hs_date_entered_")
+
+
+def read_only(name: str) -> bool:
+    return name in READ_ONLY or name.startswith(STAGE_ENTERED_PREFIXES)
+
+
+def enter_stage(rec: dict, stage: str, when: str) -> None:
+    """Move a deal to `stage` at `when` (ISO ms, UTC) the way HubSpot does: the stage's
+    "date entered" properties are set on every entry (a re-entry overwrites them)."""
+    rec["properties"]["dealstage"] = stage
+    for prefix in STAGE_ENTERED_PREFIXES:
+        rec["properties"][prefix + stage] = when
 SEARCH_CAP = 10_000
 TYPE_LABELS = {5: "Primary", 1: "Primary", 3: None, 341: None, 342: None, 19: None, 20: None}
 
@@ -330,7 +345,7 @@ def update_deal(st: SandboxState, req: Req, id: str) -> Resp:
         if k not in st.defined_deal_properties:
             problems.append({"message": f'Property "{k}" does not exist', "code": "PROPERTY_DOESNT_EXIST",
                              "context": {"propertyName": [k]}})
-        elif k in READ_ONLY:
+        elif read_only(k):
             problems.append({"message": f'"{k}" is a read only property; its value cannot be set.', "code": "READ_ONLY_VALUE",
                              "context": {"propertyName": [k]}})
     if problems:
@@ -344,6 +359,8 @@ def update_deal(st: SandboxState, req: Req, id: str) -> Resp:
         new = _to_str(v)
         if rec["properties"].get(k) != new:
             st.hubspot_event("deals", rec["id"], k, new)
+            if k == "dealstage" and new:
+                enter_stage(rec, new, now)
         rec["properties"][k] = new
     rec["properties"]["hs_lastmodifieddate"] = now
     rec["updatedAt"] = now
@@ -467,7 +484,7 @@ def batch_update_deals(st: SandboxState, req: Req) -> Resp:
         if not isinstance(item, dict) or str(item.get("id")) not in st.hubspot["deals"]:
             return error(404, "OBJECT_NOT_FOUND", "Object not found.", context={"id": [str((item or {}).get("id"))]})
         for k in (item.get("properties") or {}):
-            if k not in st.defined_deal_properties or k in READ_ONLY:
+            if k not in st.defined_deal_properties or read_only(k):
                 return error(400, "VALIDATION_ERROR", f'Property values were not valid: "{k}"',
                              errors=[{"message": f'Property "{k}" does not exist', "code": "PROPERTY_DOESNT_EXIST",
                                       "context": {"propertyName": [k]}}])

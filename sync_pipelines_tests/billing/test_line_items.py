@@ -231,3 +231,20 @@ def test_an_inactive_item_holds_the_invoice():
     inv = price([ready_deal("8805")], TWO_ITEMS, catalog=cat).invoice("9130:acme:2026-10:deal-8805:g1")
     assert inv["status"] == "held"
     assert inv["hold_reasons"] == ["QuickBooks item 'Consulting' is inactive (deal 8805 line item 123)"]
+
+
+def test_the_stage_entered_date_decides_the_month_not_the_last_edit():
+    # entered the stage on Oct 20, edited (e.g. our write-back) on Nov 3: an October invoice,
+    # and none in November
+    d = ready_deal("8805", modified="2026-11-03T15:00:00Z")
+    frame = deals_frame([d]).assign(stage_entered_at=["2026-10-20T15:00:00.000Z"])
+    october = price_month(rules(), "2026-10", entries_frame([]), frame, catalog_frame(), BillingHistory(), "9130",
+                          line_items=items_frame(TWO_ITEMS))
+    assert list(october.invoices["invoice_key"]) == ["9130:acme:2026-10:deal-8805:g1"]
+    november = price_month(rules(), "2026-11", entries_frame([]), frame, catalog_frame(), BillingHistory(), "9130",
+                           line_items=items_frame(TWO_ITEMS))
+    assert len(november.invoices) == 0
+    # without the property (a portal that has none), the last edit stands in
+    legacy = price_month(rules(), "2026-11", entries_frame([]), deals_frame([d]), catalog_frame(), BillingHistory(),
+                         "9130", line_items=items_frame(TWO_ITEMS))
+    assert list(legacy.invoices["invoice_key"]) == ["9130:acme:2026-11:deal-8805:g1"]

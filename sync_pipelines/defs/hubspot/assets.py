@@ -3,22 +3,27 @@ import pandas as pd
 
 from sync_pipelines.defs.partitions import EXTRACT_ASSET
 from sync_pipelines.defs.quarantine import keep_rejected
-from sync_pipelines.defs.resources import HubSpotResource
+from sync_pipelines.defs.resources import HubSpotResource, RulesResource
 from sync_pipelines.billing.rules import parse_rules
+from sync_pipelines.billing.rules_cache import ready_for_billing_stage
 from sync_pipelines.extract import sources
 from sync_pipelines.extract.frames import line_items_frame
 
 
 @dg.asset(kinds={"hubspot", "pandas"}, **EXTRACT_ASSET)
-def hubspot_deals(context: dg.AssetExecutionContext, hubspot: HubSpotResource) -> dg.Output[pd.DataFrame]:
+def hubspot_deals(
+    context: dg.AssetExecutionContext, hubspot: HubSpotResource, rules: RulesResource
+) -> dg.Output[pd.DataFrame]:
     """HubSpot deals as they stood when the month was extracted, with their billing properties.
 
     A deal linked to a Harvest project (`harvest_project_id`) can override that project's
     billing: `billing_hourly_rate`, `billing_discount_percent`, `billing_not_to_exceed`,
     `po_number`. Each deal's primary company is attached so the invoice can be matched to it.
+    Deals in the rules' ready-for-billing stage carry when they entered it (`stage_entered_at`):
+    that date, not the last edit, decides the month a line-item deal is invoiced in.
     """
     with hubspot.client() as client:
-        frame, rejected = sources.hubspot_deals(client)
+        frame, rejected = sources.hubspot_deals(client, stage=ready_for_billing_stage(rules.resolved_path()))
     meta = keep_rejected(context, "hubspot", context.partition_key, rejected)
     linked = int(frame["harvest_project_id"].notna().sum()) if len(frame) else 0
     return dg.Output(

@@ -1,24 +1,16 @@
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines import alert_messages, money
-from sync_pipelines.alerts import send
-from sync_pipelines.connectors.quickbooks import QboReconnectRequired, quote
+from sync_pipelines import money
+from sync_pipelines.connectors.quickbooks import quote
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
+from sync_pipelines.defs.quickbooks.posting_outcomes import POSTING_RETRY_POLICY, post_document, report_outcomes
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 from sync_pipelines.extract import sources
-from sync_pipelines.posting.drafts import posting_drafts
-from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, post_drafts
-from sync_pipelines.run_liveness import run_is_alive
 
-QBO_INVOICES_RETRIES = 3  # step retries of qbo_invoices (QuickBooks outages)
 EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
                             "balance", "private_note"]
-
-
-def _json_rows(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
@@ -108,8 +100,7 @@ def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBo
     ins={"invoice_drafts": dg.AssetIn()},
     # Posting is idempotent (ledger row before the call, requestid = key, DocNumber lookup on
     # resume), so a retried step can never create a second invoice.
-    retry_policy=dg.RetryPolicy(max_retries=QBO_INVOICES_RETRIES, delay=15, backoff=dg.Backoff.EXPONENTIAL,
-                                jitter=dg.Jitter.PLUS_MINUS),
+    retry_policy=POSTING_RETRY_POLICY,
     pool="quickbooks",
     code_version="1",
 )
@@ -131,71 +122,5 @@ def qbo_invoices(
     If QuickBooks refuses the stored refresh token (`invalid_grant`), the run fails at once,
     without retries, with the steps to reconnect the app.
     """
-    drafts = posting_drafts(invoice_drafts)
-    # A refused refresh token (`invalid_grant`) fails the step at once, without retries
-    # (QuickBooksResource.client): nothing can be posted until the app is reconnected.
-    with quickbooks.client() as client:
-        try:
-            outcomes = post_drafts(drafts, qbo=client, ledger=ledger.open(),
-                                   home_currency=invoice_drafts["home_currency"],
-                                   claimant=context.run.run_id,
-                                   claimant_alive=lambda run_id: run_is_alive(context.instance, run_id))
-        except QboReconnectRequired as exc:
-            # The message names the realm and the token endpoint, never a token.
-            send(alert_messages.token_refused(
-                str(exc.realm_id), run_id=context.run.run_id, during="posting",
-                clients=[d.client_key for d in drafts], period=next((d.period for d in drafts), None),
-            ))
-            raise
-    frame = pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
-    counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
-    for o in outcomes:
-        if o.outcome == HELD:
-            context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
-        if o.drift is not None:
-            context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
-    # A held invoice is never half-posted, but it is also not billed: someone must act.
-    held = [alert_messages.problem_of_outcome(o) for o in outcomes if o.outcome == HELD and o.drift is None]
-    if held:
-        send(alert_messages.invoices_held(held, context.run.run_id))
-    drifted = [alert_messages.problem_of_outcome(o) for o in outcomes if o.drift is not None]
-    if drifted:
-        send(alert_messages.invoices_drifted(drifted, context.run.run_id))
-    failed = [o for o in outcomes if o.outcome == FAILED]
-    if failed:
-        # QuickBooks stayed unavailable through the connector's retries: fail the step so the
-        # retry policy (and then the operator) re-runs it; the ledger already knows each key.
-        # Alerted on the last attempt only, so a retry that succeeds stays quiet.
-        if context.retry_number >= QBO_INVOICES_RETRIES:
-            send(alert_messages.posting_failed([alert_messages.problem_of_outcome(o) for o in failed],
-                                               context.run.run_id))
-        raise dg.Failure(
-            description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
-            + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
-        )
-    busy = [o for o in outcomes if o.outcome == "busy"]
-    if busy:
-        # Another live run (the same month launched twice) holds the key's claim and is posting
-        # it now: come back shortly and find it posted. A claim whose run is dead (failed,
-        # canceled, or its process gone) is not busy: it was taken over already.
-        why = "another run is posting " + ", ".join(o.key for o in busy) + " (it holds the ledger claim)"
-        context.log.info(why + "; retrying shortly")
-        # The cause is kept so that, once the retries run out, the failure (and its alert) says
-        # why rather than only "Exceeded max_retries".
-        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10) from RuntimeError(
-            why + "; if that run crashed, `sync-pipelines ledger replay KEY --release-claim`"
-        )
-    return dg.Output(
-        frame,
-        metadata={
-            "invoices": dg.MetadataValue.int(len(frame)),
-            **{f"outcome_{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())},
-            "posted_total": dg.MetadataValue.text(
-                str(sum((o.qbo_total or 0) for o in outcomes if o.outcome in ("posted", "already_posted", "recovered")))
-            ),
-            "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
-            # This run's own outcomes (amounts as exact text): two runs of one partition share the
-            # stored output, so `bill` reports what *its* run did from here.
-            "outcomes": dg.MetadataValue.json(_json_rows(frame)),
-        },
-    )
+    frame, metadata = report_outcomes(context, post_document(context, invoice_drafts, quickbooks, ledger))
+    return dg.Output(frame, metadata=metadata)

@@ -1,0 +1,108 @@
+"""What a posting step does with `post_drafts`' outcomes, for the month-end and the deal triggers alike.
+
+Held invoices and drift are logged and alerted (never half-posted, but someone must act),
+failures fail the step so its retry policy re-runs it (the ledger already knows each key; the
+alert goes out on the last attempt only, so a retry that succeeds stays quiet), a key another
+live run is posting right now is retried shortly, and the rest becomes the step's metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+import pandas as pd
+
+from sync_pipelines import alert_messages
+from sync_pipelines.alerts import send
+from sync_pipelines.connectors.quickbooks import QboReconnectRequired
+from sync_pipelines.posting.drafts import posting_drafts
+from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, PostingOutcome, post_drafts
+from sync_pipelines.run_liveness import run_is_alive
+
+#: Step retries of the posting assets (QuickBooks outages); the failed-posting alert waits for the last.
+POSTING_RETRIES = 3
+POSTING_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=POSTING_RETRIES, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+def post_document(context: dg.AssetExecutionContext, document: dict, quickbooks, ledger) -> list[PostingOutcome]:
+    """Post a drafts document (`posting.drafts.drafts_document`) through the ledger protocol.
+
+    `quickbooks` / `ledger` are the `QuickBooksResource` / `LedgerResource`. Each claim records
+    this run, so a claim left by a dead run is taken over at once (after the DocNumber lookup)
+    instead of blocking the month. A refused refresh token (`invalid_grant`) alerts and fails the
+    step at once, without retries (`QuickBooksResource.client`): retrying cannot help until a
+    person re-authorises the app; the messages name the realm and the token endpoint, never a token.
+    """
+    drafts = posting_drafts(document)
+    with quickbooks.client() as client:
+        try:
+            return post_drafts(drafts, qbo=client, ledger=ledger.open(),
+                               home_currency=document["home_currency"],
+                               claimant=context.run.run_id,
+                               claimant_alive=lambda run_id: run_is_alive(context.instance, run_id))
+        except QboReconnectRequired as exc:
+            send(alert_messages.token_refused(
+                str(exc.realm_id), run_id=context.run.run_id, during="posting",
+                clients=[d.client_key for d in drafts], period=next((d.period for d in drafts), None),
+            ))
+            raise
+
+
+def _json_rows(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def report_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome]) -> tuple[pd.DataFrame, dict]:
+    """(outcomes frame, metadata) of a posting step; raises to fail or retry it (module docs)."""
+    frame = pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
+    counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
+    for o in outcomes:
+        if o.outcome == HELD:
+            context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
+        if o.drift is not None:
+            context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
+    # A held invoice is never half-posted, but it is also not billed: someone must act.
+    held = [alert_messages.problem_of_outcome(o) for o in outcomes if o.outcome == HELD and o.drift is None]
+    if held:
+        send(alert_messages.invoices_held(held, context.run.run_id))
+    drifted = [alert_messages.problem_of_outcome(o) for o in outcomes if o.drift is not None]
+    if drifted:
+        send(alert_messages.invoices_drifted(drifted, context.run.run_id))
+    failed = [o for o in outcomes if o.outcome == FAILED]
+    if failed:
+        # QuickBooks stayed unavailable through the connector's retries: fail the step so the
+        # retry policy (and then the operator) re-runs it; the ledger already knows each key.
+        if context.retry_number >= POSTING_RETRIES:
+            send(alert_messages.posting_failed([alert_messages.problem_of_outcome(o) for o in failed],
+                                               context.run.run_id))
+        raise dg.Failure(
+            description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
+            + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
+        )
+    busy = [o for o in outcomes if o.outcome == "busy"]
+    if busy:
+        # Another live run (the same month launched twice) holds the key's claim and is posting
+        # it now: come back shortly and find it posted. A claim whose run is dead (failed,
+        # canceled, or its process gone) is not busy: it was taken over already.
+        why = "another run is posting " + ", ".join(o.key for o in busy) + " (it holds the ledger claim)"
+        context.log.info(why + "; retrying shortly")
+        # The cause is kept so that, once the retries run out, the failure (and its alert) says
+        # why rather than only "Exceeded max_retries".
+        raise dg.RetryRequested(max_retries=5, seconds_to_wait=10) from RuntimeError(
+            why + "; if that run crashed, `sync-pipelines ledger replay KEY --release-claim`"
+        )
+    metadata = {
+        "invoices": dg.MetadataValue.int(len(frame)),
+        **{f"outcome_{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())},
+        "posted_total": dg.MetadataValue.text(
+            str(sum((o.qbo_total or 0) for o in outcomes if o.outcome in ("posted", "already_posted", "recovered")))
+        ),
+        "results": dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_no invoices_"),
+        # This run's own outcomes (amounts as exact text): two runs of one partition share the
+        # stored output, so `bill` reports what *its* run did from here.
+        "outcomes": dg.MetadataValue.json(_json_rows(frame)),
+    }
+    return frame, metadata
