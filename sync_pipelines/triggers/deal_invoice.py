@@ -33,6 +33,7 @@ from datetime import date
 import pandas as pd
 
 from sync_pipelines.billing.deals import cell_text
+from sync_pipelines.billing.company import QboCompany
 from sync_pipelines.billing.engine import BillingResult, price_month
 from sync_pipelines.billing.history import BillingHistory
 from sync_pipelines.billing.line_items import deal_group_key
@@ -180,18 +181,23 @@ def price_deal(
     catalog: pd.DataFrame,
     history: BillingHistory,
     realm_id: str,
+    company: QboCompany | None = None,
+    today: date | None = None,
 ) -> BillingResult:
     """Price the plan's invoice with `price_month`, keeping only the deal's own invoice.
 
     `deals`: the deal's row (deals frame); `line_items`: its line items (LINE_ITEMS basis);
     `entries`: the project's time entries of the period up to `plan.through` (PROJECT_TIME).
+    `company` / `today` as for `price_month`: the payload is fitted to the QuickBooks company
+    exactly as the month-end fits it (so the month-end recomputes the same payload and finds the
+    deal's invoice already posted), and time dated after today is never billed.
     """
     if plan.basis is None or plan.client_key is None:
         raise ValueError(f"deal {plan.deal_id}: nothing to price ({plan.reason})")
     ck = plan.client_key
     if plan.basis == LINE_ITEMS:
         result = price_month(rules, plan.period, entries.iloc[0:0], deals, catalog, history, realm_id, [ck],
-                             line_items=line_items)
+                             line_items=line_items, company=company, today=today)
     else:
         client = rules.clients[ck]
         # the monthly minimum belongs to the month-end invoice (module docs)
@@ -201,7 +207,7 @@ def price_deal(
                        & (pd.Series([d <= through for d in entries["spent_date"]], index=entries.index, dtype=bool))
                        ] if len(entries) else entries
         result = price_month(priced_rules, plan.period, mine.reset_index(drop=True), deals, catalog, history,
-                             realm_id, [ck], group_override=plan.group_key)
+                             realm_id, [ck], group_override=plan.group_key, company=company, today=today)
     return only_group(result, plan.group_key)
 
 

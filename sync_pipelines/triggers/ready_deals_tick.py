@@ -30,9 +30,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+from sync_pipelines.alert_messages import trigger_failed
 from sync_pipelines.alerts import Alert
 from sync_pipelines.connectors.hubspot_stages import entered_properties, parse_hubspot_datetime
 from sync_pipelines.connectors.http import ApiError
@@ -48,6 +49,7 @@ REALERT_EVERY = 300  # ticks: about every 10 minutes at the sensor's 2 s interva
 SEARCH_CAP = 10_000
 DEAL_EVENT_TYPES = {"deal.propertyChange", "deal.creation", "object.propertyChange", "object.creation"}
 WINDOW_PROPERTY = "hs_lastmodifieddate"
+SENSOR_NAME = "ready_for_billing_deals"  # the Dagster sensor that runs these ticks (its alerts name it)
 
 
 class DealReader(Protocol):  # HubSpotClient
@@ -215,11 +217,11 @@ def evaluate(
     if failed:
         state.failures += 1
         if state.failures == ALERT_AFTER or (state.failures > ALERT_AFTER and state.failures % REALERT_EVERY == 0):
-            out.alerts.append(Alert(
-                title=f"Deal sensor: HubSpot failing for {state.failures} ticks in a row",
-                lines=tuple(failed) + ("ready-for-billing deals are not being picked up; they will be once HubSpot "
-                                       "answers (nothing is lost: the cursor did not move past unread deals)",),
-            ))
+            alert = trigger_failed(SENSOR_NAME, "; ".join(failed), system="HubSpot")
+            out.alerts.append(replace(alert, lines=(
+                f"HubSpot failing for {state.failures} ticks in a row: ready-for-billing deals are not being "
+                "picked up; they will be once HubSpot answers (nothing is lost: the cursor did not move past "
+                "unread deals)", *alert.lines)))
         out.notes += failed
     else:
         state.failures = 0

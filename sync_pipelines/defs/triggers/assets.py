@@ -5,8 +5,9 @@ the `ready_for_billing_deals` sensor (or by hand from the UI for one deal). The 
 `sync_pipelines/triggers/`; these assets fetch, call it, and say what happened.
 """
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
@@ -138,6 +139,8 @@ def deal_invoice_draft(
     deal_frame = deal_frame_from_row(ready_deal["deal"])
     with quickbooks.client() as qbo:
         catalog, _ = sources.qbo_catalog(qbo)
+        # Read now, not from the month's extract: the deal is billed today, into the company as it is.
+        company, _ = sources.qbo_company(qbo)
     line_items = None
     entries = time_entries_frame([])
     with hubspot.client() as hs:
@@ -154,7 +157,8 @@ def deal_invoice_draft(
                                 "malformed and are not billed: " + "; ".join(rejected["reason"].head(5)))
     history = billing_history(ledger.open().history(realm, [plan.client_key], plan.period))  # type: ignore[list-item]
     result = price_deal(parsed, plan, deal_frame, line_items if line_items is not None else line_items_frame([]),
-                        entries, catalog, history, realm)
+                        entries, catalog, history, realm, company=company,
+                        today=datetime.now(ZoneInfo(parsed.firm.timezone)).date())
     document = drafts_document(result, entries)
     document["deal"] = plan.as_dict()
     nothing = None
