@@ -1,4 +1,4 @@
-"""Trigger benchmarks: `.venv/bin/python benchmarks/trigger_latency.py receiver [--duration 30 --rate 1000]`.
+"""Trigger benchmarks: `.venv/bin/python benchmarks/trigger_latency.py receiver|latency [options]`.
 
 Part ``receiver`` (issue 8 item 7): starts the webhook receiver as a real process
 (``sync-pipelines webhooks serve`` under uvicorn) on loopback with a SQLite ledger, drives
@@ -13,8 +13,11 @@ The traffic: 80 % HubSpot deliveries (1-3 events each), 20 % Intuit CloudEvents 
 (1-2 events); 2 % of requests are HubSpot-style retries of an earlier event (same eventId, new
 attemptNumber, timestamp and signature), which must be acknowledged and not stored again.
 
-Part ``latency`` (stage change -> invoice, webhooks vs polling only): not written yet, see
-:func:`stage_change_to_invoice_latency`.
+Part ``latency`` (issue 8 item 7; ``latency [--deals 20 --mode webhooks|polling|both --spacing S]``):
+stage change -> invoice in the sandbox's QuickBooks, p50/p95/max, once with webhooks and once
+polling only, every part a real process (the sandbox, the receiver, ``dagster-daemon``), then one
+invoice per deal checked; see :func:`stage_change_to_invoice_latency`. Appends to
+docs/benchmarks.md unless ``--no-record``.
 
 Needs nothing beyond the project's own environment (``make install``): the load generator is
 Python's asyncio (uvloop when installed, as it is with uvicorn[standard]).

@@ -64,6 +64,8 @@ TASKS = ["Design", "Development", "Project Management", "Meetings"]
 TASK_WEIGHTS = np.array([0.25, 0.45, 0.15, 0.15])
 #: The deal stage id of deals invoiced from their line items (rules `hubspot.ready_for_billing_stage`).
 READY_FOR_BILLING_STAGE = "ready_for_billing"
+#: The name (after the client's) of the line-item deal left in `contractsent` for a trial to move.
+TRIAL_DEAL_NAME = "Fixed-fee package (to move)"
 STAGES = ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "contractsent", "closedwon", "closedlost"]
 COMMON_CENTI = np.array([25, 50, 75, 100, 110, 125, 150, 200, 233, 250, 300, 375, 400, 600, 750, 800])
 
@@ -410,6 +412,34 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
                 "name": name, "hs_sku": sku, "price": price, "quantity": qty, "amount": str(amount),
                 "hs_product_id": None, "createdate": ready_at, "hs_lastmodifieddate": ready_at, "hs_object_id": lid},
                 "createdAt": ready_at, "updatedAt": ready_at, "archived": False})
+            associations.append({"from_type": "deals", "from_id": did, "to_type": "line_items", "to_id": lid, "type_id": 19})
+            associations.append({"from_type": "line_items", "from_id": lid, "to_type": "deals", "to_id": did, "type_id": 20})
+
+    # one more package still in `contractsent`: the deal a trial (`serve --sandbox`, whose rules
+    # set the stage) moves to the ready-for-billing stage to see the deal sensor bill it. Not in
+    # the stage, so the month-end never bills it; same client rule as above for write-backs.
+    if covered:
+        i = covered[2] if len(covered) > 2 else covered[0]
+        did = str(42_000_000_000 + n_deals)
+        n_deals += 1
+        created = hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        deals.append({"id": did, "properties": {
+            "dealname": f"{names[i]} - {TRIAL_DEAL_NAME}", "amount": None, "dealstage": "contractsent",
+            "pipeline": "default", "createdate": created, "closedate": None, "hs_lastmodifieddate": created,
+            "hs_object_id": did, "deal_currency_code": "USD", "harvest_project_id": None,
+            "billing_hourly_rate": None, "po_number": "PO-TRIAL-1"},
+            "createdAt": created, "updatedAt": created, "archived": False})
+        for type_id in (5, 341):
+            associations.append({"from_type": "deals", "from_id": did, "to_type": "companies",
+                                 "to_id": companies[i]["id"], "type_id": type_id})
+        for name, sku, price, qty in (("Consulting", "Consulting", "1500.00", "2"),
+                                      ("Design Services", "Design Services", "95.50", "4")):
+            lid = str(43_000_000_000 + len(line_items))
+            amount = (Decimal(price) * Decimal(qty)).quantize(Decimal("0.01"))
+            line_items.append({"id": lid, "properties": {
+                "name": name, "hs_sku": sku, "price": price, "quantity": qty, "amount": str(amount),
+                "hs_product_id": None, "createdate": created, "hs_lastmodifieddate": created, "hs_object_id": lid},
+                "createdAt": created, "updatedAt": created, "archived": False})
             associations.append({"from_type": "deals", "from_id": did, "to_type": "line_items", "to_id": lid, "type_id": 19})
             associations.append({"from_type": "line_items", "from_id": lid, "to_type": "deals", "to_id": did, "type_id": 20})
 
