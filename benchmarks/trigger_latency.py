@@ -278,6 +278,7 @@ def _count(values: Any) -> dict[Any, int]:
 
 LATENCY_COMPANY = "31000000000"  # the generator's first client (o_brien_sons for seed 5)
 LATENCY_CLIENT = "o_brien_sons"
+SENSOR_LOOP_S = 5.0  # Dagster's sensor daemon evaluates sensors at most this often (MIN_INTERVAL_LOOP_TIME)
 LATENCY_TZ = "America/New_York"  # the generated rules' firm time zone: the invoice period's month
 
 
@@ -389,7 +390,8 @@ def stage_change_to_invoice_latency(deals: int = 20, mode: str = "webhooks", spa
     Then each deal is moved through ``/_sandbox/actions/move_deal_stage``; the clock runs from
     just before that request to the moment its invoice is in ``/_sandbox/state``. ``spacing`` 0:
     one deal at a time (the next is moved once the last invoice exists); else a deal every
-    ``spacing`` seconds regardless. Afterwards it waits ``settle`` seconds (a full search poll
+    ``spacing`` seconds regardless. One at a time, each move waits a random 0-5 s first, so it
+    lands at a random point of the daemon's 5 s sensor loop. Afterwards it waits ``settle`` seconds (a full search poll
     after the last move, so a late second run would show) and counts the invoices per deal.
     """
     from sync_pipelines.commands import serve as serve_cmd
@@ -446,10 +448,15 @@ def stage_change_to_invoice_latency(deals: int = 20, mode: str = "webhooks", spa
             print(f"{mode}: warm-up deal invoiced after {warm:.1f} s; measuring {deals} deals", flush=True)
             pending: dict[str, float] = {}  # deal -> monotonic start, spaced mode
             t_first = time.monotonic()
+            pause = random.Random(7)
             for n, deal_id in enumerate(ids[1:], start=1):
                 while spacing and time.monotonic() < t_first + (n - 1) * spacing:
                     _collect(http, base, docs, pending, samples)
                     time.sleep(0.2)
+                if not spacing:
+                    # a random point of the daemon's 5 s sensor loop: moving right after the last
+                    # invoice appeared would be phase-locked to that loop (and flatter the figure)
+                    time.sleep(pause.uniform(0, SENSOR_LOOP_S))
                 t0 = time.monotonic()
                 moved_at[deal_id] = time.time()
                 docs[deal_id] = deal_doc_number(realm, deal_id, _move(http, base, deal_id, STAGE))
@@ -626,7 +633,8 @@ def latency_main(args: argparse.Namespace, argv: list[str]) -> int:
     return 0 if ok else 1
 
 
-#: Webhooks: one at a time, so each sample is the path itself, not a queue behind other runs.
+#: Webhooks: one at a time, so each sample is the path itself, not a queue behind other runs
+#: (after a random pause: see stage_change_to_invoice_latency).
 #: Polling: a deal every 7.5 s, four per 30 s poll cycle, so the moves fall evenly over the
 #: cycle (the wait for the next poll is uniform over 0-30 s) and a poll finds several deals at
 #: once, as it does in a real portal; one at a time would take 20 x ~40 s.
@@ -640,7 +648,8 @@ SQLite instance, SQLite ledger). Each deal has one line item and is moved from `
 to the ready-for-billing stage through `/_sandbox/actions/move_deal_stage`; the clock stops when
 the invoice is in the sandbox's QuickBooks (`/_sandbox/state`, polled every 0.2 s). A warm-up deal
 first (daemon start, first tick, code-location load: not counted). *webhooks*: the sandbox's
-webhooks point at the receiver, deals one at a time; *polling*: no webhooks (the sensor's search
+webhooks point at the receiver, deals one at a time (each after a random 0-5 s pause, so moves land
+at random points of the sensor daemon's 5 s loop); *polling*: no webhooks (the sensor's search
 every 30 s, 10 s behind now), a deal every 7.5 s. At the end, after a further 45 s (a full poll
 after the last move, so a second run from the other path would show), every deal must have
 exactly one invoice. Goals: p95 <= 10 s with webhooks, <= 60 s polling only."""
