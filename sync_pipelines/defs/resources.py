@@ -26,6 +26,16 @@ _ledgers: dict[str, Ledger] = {}
 _ledgers_lock = threading.Lock()
 
 
+class CredentialsRefused(dg.Failure):
+    """A step's (or sensor's) API refused its credentials; `cause` is the connector's error
+    (`QboReconnectRequired` for QuickBooks' `invalid_grant`, `ApiAuthError` otherwise), so a
+    sensor can alert with the realm instead of failing its tick."""
+
+    def __init__(self, cause: Exception, **kwargs):
+        super().__init__(**kwargs)
+        self.cause = cause
+
+
 @contextmanager
 def _credentials_refused_fail_at_once(client):
     """Yield `client`, closed after; a refused credential fails the step without step retries.
@@ -37,14 +47,15 @@ def _credentials_refused_fail_at_once(client):
     try:
         yield client
     except QboReconnectRequired as exc:
-        raise dg.Failure(
+        raise CredentialsRefused(
+            exc,
             description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
             metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
             allow_retries=False,
         ) from None
     except ApiAuthError as exc:
-        raise dg.Failure(description=f"{exc} Check the access token; retrying cannot help.",
-                         allow_retries=False) from None
+        raise CredentialsRefused(exc, description=f"{exc} Check the access token; retrying cannot help.",
+                                 allow_retries=False) from None
     finally:
         client.close()
 

@@ -103,17 +103,17 @@ invoices = sa.Table(
     # revision 0003
     sa.Column("project_totals", sa.Text),  # JSON {"<harvest project id>": amount} (deal caps)
     sa.Column("carry_forward_hours", Amount),  # retainer hours carried into the next period
-    # revision 0005: what QuickBooks says happened to the invoice afterwards (CDC / webhooks)
+    # revision 0004: what QuickBooks says happened to the invoice afterwards (CDC / webhooks)
     sa.Column("voided_how", sa.String(16)),  # voided | deleted (status voided)
     sa.Column("payment_status", sa.String(16)),  # unpaid | partially_paid | paid
     sa.Column("amount_paid", Amount),  # TotalAmt - Balance, invoice currency
     sa.Column("qbo_balance", Amount),
     sa.Column("payment_sync_token", sa.String(32)),  # SyncToken of the invoice version read
     sa.Column("payment_seen_at", UtcDateTime),
-    # revision 0008
-    sa.Column("qbo_total_tax", Amount),  # QuickBooks' TxnTaxDetail.TotalTax (TotalAmt includes it)
-    # revision 0006: the Dagster run holding the claim (a claim whose run is dead is taken over)
+    # revision 0005: the Dagster run holding the claim (a claim whose run is dead is taken over)
     sa.Column("claimed_by", sa.String(64)),
+    # revision 0006
+    sa.Column("qbo_total_tax", Amount),  # QuickBooks' TxnTaxDetail.TotalTax (TotalAmt includes it)
     sa.CheckConstraint(
         "status IN ('pending', 'posted', 'failed', 'held', 'voided', 'drift')", name="ck_sync_invoices_status"
     ),
@@ -123,7 +123,7 @@ invoices = sa.Table(
 )
 sa.Index("ix_sync_invoices_period_client", invoices.c.period, invoices.c.client_key)
 sa.Index("ix_sync_invoices_status", invoices.c.status)
-sa.Index("ix_sync_invoices_realm_qbo_id", invoices.c.realm_id, invoices.c.qbo_id)  # revision 0005
+sa.Index("ix_sync_invoices_realm_qbo_id", invoices.c.realm_id, invoices.c.qbo_id)  # revision 0004
 
 invoice_entries = sa.Table(
     "sync_invoice_entries",

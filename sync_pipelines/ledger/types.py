@@ -116,12 +116,12 @@ class InvoiceRecord:
     drift_detected_at: datetime | None
     project_totals: dict[int, Decimal] = field(default_factory=dict)
     carry_forward_hours: Decimal | None = None
-    voided_how: str | None = None  # voided | deleted (None: not voided, or voided before revision 0005)
+    voided_how: str | None = None  # voided | deleted (None: not voided, or voided before revision 0004)
     payment_status: str | None = None  # unpaid | partially_paid | paid (None: no payment seen)
     amount_paid: Decimal | None = None  # invoice currency
     qbo_balance: Decimal | None = None
     payment_sync_token: str | None = None
-    qbo_total_tax: Decimal | None = None  # QuickBooks' TxnTaxDetail.TotalTax (revision 0008)
+    qbo_total_tax: Decimal | None = None  # QuickBooks' TxnTaxDetail.TotalTax (revision 0006)
     payload_json: str = field(repr=False, default="")
     drift_payload_json: str | None = field(repr=False, default=None)
     entries: tuple[tuple[int, int, str], ...] = field(repr=False, default=())  # (entry_id, billed_centi, status)

@@ -39,7 +39,7 @@ def test_migrate_twice_is_a_noop(ledger_url: str) -> None:
         assert ledger.current_revision() is None
         ledger.migrate()
         head = ledger.head_revision()
-        assert ledger.current_revision() == head == "0008_companies"
+        assert ledger.current_revision() == head == "0006_companies"
         d = draft()
         key = d.pop("key")
         ledger.begin_posting(key, **d)
@@ -104,11 +104,11 @@ def test_upgrade_from_base_keeps_data(ledger_url: str) -> None:
         assert ledger.current_revision() == "0002_posting_safety"
         _assert_kept(before, _snapshot(ledger.engine))
         ledger.migrate()
-        assert ledger.current_revision() == ledger.head_revision() == "0008_companies"
+        assert ledger.current_revision() == ledger.head_revision() == "0006_companies"
         _assert_kept(before, _snapshot(ledger.engine))
         rec = ledger.get_invoice(key)
         assert rec.status == "posted" and rec.qbo_total_amt == Decimal("1500.01")
-        assert rec.qbo_total_tax is None  # 0008: posted before tax was recorded
+        assert rec.qbo_total_tax is None  # 0006: posted before tax was recorded
         assert rec.total_mismatch  # backfilled by 0002
         assert rec.project_totals == {} and rec.carry_forward_hours is None  # 0003 columns empty
         assert rec.entries == ((1001, 400, "billed"), (1002, 600, "billed"))

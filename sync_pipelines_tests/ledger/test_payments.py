@@ -1,4 +1,4 @@
-"""The ledger's record of payments and QuickBooks deletions (revision 0005), on SQLite and PostgreSQL."""
+"""The ledger's record of payments and QuickBooks deletions (revision 0004), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

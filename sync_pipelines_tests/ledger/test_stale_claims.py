@@ -36,7 +36,7 @@ def test_a_claim_of_the_same_run_is_its_own_earlier_attempt(ledger: Ledger) -> N
 
 def test_an_anonymous_or_unknown_claim_is_waited_out(ledger: Ledger, clock) -> None:
     d = draft()
-    assert begin(ledger, d).action == "post"  # written without an owner (before revision 0006)
+    assert begin(ledger, d).action == "post"  # written without an owner (before revision 0005)
     assert begin(ledger, d, claimant="run-b", claimant_alive=lambda run_id: False).action == "busy"
 
     def cannot_tell(run_id: str) -> bool:

@@ -12,7 +12,7 @@ from sync_pipelines import alert_messages
 from sync_pipelines.alerts import send
 from sync_pipelines.connectors.http import ApiError
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired
-from sync_pipelines.defs.resources import HubSpotResource, LedgerResource, QuickBooksResource
+from sync_pipelines.defs.resources import CredentialsRefused, HubSpotResource, LedgerResource, QuickBooksResource
 from sync_pipelines.qbo_changes.detect import Detection, drain_inbox, poll_cdc
 from sync_pipelines.qbo_changes.record import CHANGE_COLUMNS, record_changes
 
@@ -64,9 +64,11 @@ def record_changes_in_ledger(
     try:
         with quickbooks.client() as qbo, hubspot.client() as crm:
             report = record_changes(led, qbo, crm, config.realm_id, config.invoice_ids, config.payment_ids)
-    except QboReconnectRequired as exc:
-        send(alert_messages.token_refused(str(exc.realm_id), run_id=context.run.run_id, during="change capture"))
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except CredentialsRefused as exc:
+        if isinstance(exc.cause, QboReconnectRequired):
+            send(alert_messages.token_refused(str(exc.cause.realm_id), run_id=context.run.run_id,
+                                              during="change capture"))
+        raise
     led.inbox_mark_processed(config.inbox_ids)
     for problem in report.problems:
         context.log.warning(problem)
@@ -140,8 +142,13 @@ def quickbooks_changes(
         try:
             with quickbooks.client() as qbo:
                 polled = poll_cdc(led, qbo, realm, state.cdc.get(realm, {}), detection, now=_utcnow)
-        except QboReconnectRequired as exc:
-            _outage(state, "token", lambda: alert_messages.token_refused(str(exc.realm_id), during="change capture"))
+        except CredentialsRefused as refused:
+            exc = refused.cause
+            if isinstance(exc, QboReconnectRequired):
+                _outage(state, "token", lambda: alert_messages.token_refused(str(exc.realm_id), during="change capture"))
+            else:
+                _outage(state, "api", lambda: alert_messages.trigger_failed(
+                    "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))
         except ApiError as exc:
             _outage(state, "api", lambda: alert_messages.trigger_failed(
                 "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))

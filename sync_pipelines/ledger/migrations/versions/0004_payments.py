@@ -1,6 +1,6 @@
 """What QuickBooks says happened to a posted invoice afterwards: voided or deleted, and paid.
 
-Revision ID: 0005_payments
+Revision ID: 0004_payments
 Revises: 0003_billing_facts
 Create Date: 2026-12-01
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_payments"
+revision = "0004_payments"
 down_revision = "0003_billing_facts"
 branch_labels = None
 depends_on = None

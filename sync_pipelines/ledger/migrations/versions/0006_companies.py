@@ -1,7 +1,7 @@
 """QuickBooks' tax on each posted invoice, recorded beside our pre-tax total.
 
-Revision ID: 0008_companies
-Revises: 0006_claim_owner
+Revision ID: 0006_companies
+Revises: 0005_claim_owner
 Create Date: 2026-12-01
 
 Additive: one nullable column. Invoices posted before this revision have no recorded tax; their
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_companies"
-down_revision = "0006_claim_owner"
+revision = "0006_companies"
+down_revision = "0005_claim_owner"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Who holds a posting claim: the Dagster run that claimed the key.
 
-Revision ID: 0006_claim_owner
-Revises: 0005_payments
+Revision ID: 0005_claim_owner
+Revises: 0004_payments
 Create Date: 2026-12-01
 
 Additive: one nullable column. A claim without an owner (written before this revision, or by a
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_claim_owner"
-down_revision = "0005_payments"
+revision = "0005_claim_owner"
+down_revision = "0004_payments"
 branch_labels = None
 depends_on = None
 
