@@ -601,15 +601,19 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(res, args, load)
     print("\n" + text)
     if not args.no_record:
-        path = REPO / "docs" / "benchmarks.md"
-        body = path.read_text()
-        heading = "## Webhook receiver — `benchmarks/trigger_latency.py receiver`"
-        if heading not in body:
-            body = body.rstrip("\n") + "\n\n" + heading + "\n\n" + RECEIVER_INTRO + "\n"
-        path.write_text(body.rstrip("\n") + "\n\n" + text + "\n")
-        print(f"\nappended to {path}")
+        record("## Webhook receiver — `benchmarks/trigger_latency.py receiver`", RECEIVER_INTRO, text)
     ok = res["missing"] == 0 and res["unexpected"] == 0 and res["stored_twice"] == 0
     return 0 if ok else 1
+
+
+def record(heading: str, intro: str, text: str) -> None:
+    """Append a run to docs/benchmarks.md (the section with its intro first, when missing)."""
+    path = REPO / "docs" / "benchmarks.md"
+    body = path.read_text()
+    if heading not in body:
+        body = body.rstrip("\n") + "\n\n" + heading + "\n\n" + intro + "\n"
+    path.write_text(body.rstrip("\n") + "\n\n" + text + "\n")
+    print(f"\nappended to {path}")
 
 
 def latency_main(args: argparse.Namespace, argv: list[str]) -> int:
@@ -622,13 +626,7 @@ def latency_main(args: argparse.Namespace, argv: list[str]) -> int:
     text = latency_markdown(results, argv, load)
     print("\n" + text)
     if not args.no_record:
-        path = REPO / "docs" / "benchmarks.md"
-        body = path.read_text()
-        heading = "## Stage change -> invoice — `benchmarks/trigger_latency.py latency`"
-        if heading not in body:
-            body = body.rstrip("\n") + "\n\n" + heading + "\n\n" + LATENCY_INTRO + "\n"
-        path.write_text(body.rstrip("\n") + "\n\n" + text + "\n")
-        print(f"\nappended to {path}")
+        record("## Stage change -> invoice — `benchmarks/trigger_latency.py latency`", LATENCY_INTRO, text)
     ok = all(r["deals_with_one_invoice"] == r["deals"] + 1 and not r["duplicate_invoices"] for r in results)
     return 0 if ok else 1
 
