@@ -51,6 +51,13 @@ run_retries:
 concurrency:
   pools:
     default_limit: 4
+# The daemon looks at the run queue every second, not every 5 s (Dagster's default): a deal run
+# requested by the sensor starts up to 4 s sooner (stage change -> invoice, docs/benchmarks.md).
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 telemetry:
   enabled: false
 """

@@ -64,6 +64,8 @@ TASKS = ["Design", "Development", "Project Management", "Meetings"]
 TASK_WEIGHTS = np.array([0.25, 0.45, 0.15, 0.15])
 #: The deal stage id of deals invoiced from their line items (rules `hubspot.ready_for_billing_stage`).
 READY_FOR_BILLING_STAGE = "ready_for_billing"
+#: The name (after the client's) of the line-item deal left in `contractsent` for a trial to move.
+TRIAL_DEAL_NAME = "Fixed-fee package (to move)"
 STAGES = ["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "contractsent", "closedwon", "closedlost"]
 COMMON_CENTI = np.array([25, 50, 75, 100, 110, 125, 150, 200, 233, 250, 300, 375, 400, 600, 750, 800])
 
@@ -386,32 +388,45 @@ def _generate(clients: int, entries: int, seed: int, month: str) -> tuple[dict, 
     covered = [i for i in range(rules_clients)
                if client_projects[i] and all(int(projects[p]["id"]) in linked_projects for p in client_projects[i])]
     ready_at = dt.datetime(first.year, first.month, 15, 15, 0, tzinfo=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    packages = [[("Consulting", "Consulting", "150.00", "3"), ("Design Services", "Design Services", "95.50", "2.5")],
-                [("Consulting", "Consulting", "1200.00", "1")]]
-    for k, i in enumerate(covered[:2]):
+    created = hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def package(i: int, dealname: str, stage: str, po: str, modified: str, items: list[tuple[str, str, str, str]]) -> None:
+        nonlocal n_deals
         did = str(42_000_000_000 + n_deals)
         n_deals += 1
-        deals.append({"id": did, "properties": {
-            "dealname": f"{names[i]} - Fixed-fee package", "amount": None, "dealstage": READY_FOR_BILLING_STAGE,
-            "pipeline": "default", "createdate": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "closedate": None,
-            "hs_lastmodifieddate": ready_at, "hs_object_id": did, "deal_currency_code": "USD",
-            "harvest_project_id": None, "billing_hourly_rate": None, "po_number": f"PO-LI-{k + 1}",
+        props: dict[str, Any] = {
+            "dealname": f"{names[i]} - {dealname}", "amount": None, "dealstage": stage,
+            "pipeline": "default", "createdate": created, "closedate": None,
+            "hs_lastmodifieddate": modified, "hs_object_id": did, "deal_currency_code": "USD",
+            "harvest_project_id": None, "billing_hourly_rate": None, "po_number": po}
+        if stage == READY_FOR_BILLING_STAGE:
             # HubSpot's stage calculated properties: when the deal entered its current stage
-            f"hs_v2_date_entered_{READY_FOR_BILLING_STAGE}": ready_at,
-            f"hs_date_entered_{READY_FOR_BILLING_STAGE}": ready_at},
-            "createdAt": hs_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "updatedAt": ready_at, "archived": False})
+            props[f"hs_v2_date_entered_{READY_FOR_BILLING_STAGE}"] = modified
+            props[f"hs_date_entered_{READY_FOR_BILLING_STAGE}"] = modified
+        deals.append({"id": did, "properties": props, "createdAt": created, "updatedAt": modified, "archived": False})
         for type_id in (5, 341):
             associations.append({"from_type": "deals", "from_id": did, "to_type": "companies",
                                  "to_id": companies[i]["id"], "type_id": type_id})
-        for name, sku, price, qty in packages[k]:
+        for name, sku, price, qty in items:
             lid = str(43_000_000_000 + len(line_items))
             amount = (Decimal(price) * Decimal(qty)).quantize(Decimal("0.01"))
             line_items.append({"id": lid, "properties": {
                 "name": name, "hs_sku": sku, "price": price, "quantity": qty, "amount": str(amount),
-                "hs_product_id": None, "createdate": ready_at, "hs_lastmodifieddate": ready_at, "hs_object_id": lid},
-                "createdAt": ready_at, "updatedAt": ready_at, "archived": False})
+                "hs_product_id": None, "createdate": modified, "hs_lastmodifieddate": modified, "hs_object_id": lid},
+                "createdAt": modified, "updatedAt": modified, "archived": False})
             associations.append({"from_type": "deals", "from_id": did, "to_type": "line_items", "to_id": lid, "type_id": 19})
             associations.append({"from_type": "line_items", "from_id": lid, "to_type": "deals", "to_id": did, "type_id": 20})
+
+    packages = [[("Consulting", "Consulting", "150.00", "3"), ("Design Services", "Design Services", "95.50", "2.5")],
+                [("Consulting", "Consulting", "1200.00", "1")]]
+    for k, i in enumerate(covered[:2]):
+        package(i, "Fixed-fee package", READY_FOR_BILLING_STAGE, f"PO-LI-{k + 1}", ready_at, packages[k])
+    # one more package still in `contractsent`: the deal a trial (`serve --sandbox`, whose rules
+    # set the stage) moves to the ready-for-billing stage to see the deal sensor bill it. Not in
+    # the stage, so the month-end never bills it; same client rule as above for write-backs.
+    if covered:
+        package(covered[2] if len(covered) > 2 else covered[0], TRIAL_DEAL_NAME, "contractsent", "PO-TRIAL-1", created,
+                [("Consulting", "Consulting", "1500.00", "2"), ("Design Services", "Design Services", "95.50", "4")])
 
     # ------------------------------------------------------------------ QuickBooks
     qbo_ts = (dt.datetime(first.year, first.month, 1) - dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%S-08:00")

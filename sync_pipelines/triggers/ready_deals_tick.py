@@ -45,7 +45,9 @@ POLL_SECONDS = 30  # polling-only path: stage change -> run request within ~POLL
 LAG_MS = 10_000  # search results lag writes by seconds; never read a window that may still fill in
 FIRST_LOOKBACK_MS = 31 * 86_400_000  # an empty cursor starts a month back, never at the portal's birth
 ALERT_AFTER = 3
-REALERT_EVERY = 300  # ticks: about every 10 minutes at the sensor's 2 s interval
+# ticks: about every 10 minutes. The sensor asks for 2 s, but Dagster's sensor daemon evaluates
+# sensors at most every 5 s (dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME), so a tick is ~5 s apart.
+REALERT_EVERY = 120
 SEARCH_CAP = 10_000
 DEAL_EVENT_TYPES = {"deal.propertyChange", "deal.creation", "object.propertyChange", "object.creation"}
 WINDOW_PROPERTY = "hs_lastmodifieddate"

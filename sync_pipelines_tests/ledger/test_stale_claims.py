@@ -99,3 +99,19 @@ def test_run_monitoring_is_on_in_the_demo_instance_and_dagster_yaml() -> None:
     with open(root) as fh:
         prod = yaml.safe_load(fh)
     assert prod["run_monitoring"]["enabled"] is True
+
+
+def test_the_daemon_dequeues_runs_every_second(tmp_path) -> None:
+    """A sensor-requested deal run waits at most ~1 s in the queue (stage change -> invoice)."""
+    import yaml
+
+    import dagster as dg
+    from sync_pipelines.commands.billing_runs import _DEMO_INSTANCE_YAML
+
+    (tmp_path / "dagster.yaml").write_text(_DEMO_INSTANCE_YAML)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "dagster.yaml")) as fh:
+        prod = yaml.safe_load(fh)
+    assert prod["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert prod["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1

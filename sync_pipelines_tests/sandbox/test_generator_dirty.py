@@ -28,6 +28,7 @@ from sync_pipelines.connectors.hubspot import HubSpotClient
 from sync_pipelines.connectors.quickbooks import QboOAuth, QuickBooksClient
 from sync_pipelines.extract.frames import DEAL_PROPERTIES, deals_frame
 from sync_pipelines.sandbox import SandboxServer, generate_fixture, validate_fixture
+from sync_pipelines.sandbox.generator import TRIAL_DEAL_NAME
 from sync_pipelines_tests._sandbox_month import point_env_at
 from sync_pipelines_tests.independent_totals import expected_invoices
 
@@ -112,6 +113,15 @@ def test_clean_output_is_unchanged_but_for_the_late_edits(args, fixture_sha, rul
         for name in [k for k in d["properties"] if k.startswith(("hs_v2_date_entered_", "hs_date_entered_"))]:
             assert d["properties"]["dealstage"] == "ready_for_billing" and name.endswith("_ready_for_billing")
             del d["properties"][name]
+    # ... and without the package left in contractsent for serve --sandbox (added later too)
+    hs = fx["hubspot"]
+    trial = {d["id"] for d in hs["deals"] if d["properties"]["dealname"].endswith(TRIAL_DEAL_NAME)}
+    assert len(trial) <= 1 and all(d["properties"]["dealstage"] == "contractsent"
+                                   for d in hs["deals"] if d["id"] in trial)
+    items = {a["to_id"] for a in hs["associations"] if a["from_id"] in trial and a["to_type"] == "line_items"}
+    hs["deals"] = [d for d in hs["deals"] if d["id"] not in trial]
+    hs["line_items"] = [li for li in hs["line_items"] if li["id"] not in items]
+    hs["associations"] = [a for a in hs["associations"] if not {a["from_id"], a["to_id"]} & (trial | items)]
     assert sha(money.dumps(fx)) == fixture_sha
 
 

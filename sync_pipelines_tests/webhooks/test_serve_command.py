@@ -1,5 +1,7 @@
-"""`sync-pipelines serve --sandbox` as a real subprocess: everything comes up, a deal stage move
-reaches the ledger inbox through the receiver, and SIGTERM stops every process it started."""
+"""`sync-pipelines serve --sandbox` as a real subprocess: everything comes up, moving the deal the
+banner names (with the banner's own curl) goes sandbox -> signed webhook -> receiver -> inbox ->
+the daemon's deal sensor -> a deal_billing run, and ends as exactly one invoice in the sandbox's
+QuickBooks; SIGTERM stops every process it started."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
+from sync_pipelines import money
 from sync_pipelines.ledger import Ledger
+from sync_pipelines.sandbox.generator import TRIAL_DEAL_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +54,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_serve_sandbox_runs_everything_and_stops_on_sigterm(tmp_path):
+def test_serve_sandbox_bills_the_moved_deal_and_stops_on_sigterm(tmp_path):
     ui, hooks, sandbox = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("SYNC_DATABASE_URL", "DAGSTER_HOME", "WEBHOOK_PUBLIC_URL")}
     home = str((tmp_path / "trial" / "dagster_home").resolve())
@@ -86,18 +91,51 @@ def test_serve_sandbox_runs_everything_and_stops_on_sigterm(tmp_path):
             assert moved.status_code == 200, moved.text
             deal_id = moved.json()["id"]
 
-        ledger = Ledger(f"sqlite:///{home}/sync_ledger.db")
-        try:
-            deadline = time.monotonic() + 30
-            rows = []
+        # the bounded wait: webhook (about a second) + sensor tick (2 s) + run start and steps
+        # (seconds, more on a loaded machine); well inside the polling path's 30 s + 10 s lag too
+        invoices: list[dict] = []
+        state: dict = {}
+        deadline = time.monotonic() + 90
+        with httpx.Client(timeout=10) as http:
             while time.monotonic() < deadline:
-                rows = [e.payload() for e in ledger.inbox_pending(source="hubspot")]
-                if rows:
+                state = money.loads(http.get(f"http://127.0.0.1:{sandbox}/_sandbox/state").content)
+                invoices = [i for i in state["quickbooks"]["invoices"]
+                            if f":deal-{deal_id}:" in str(i.get("PrivateNote") or "")]
+                if invoices:
                     break
-                time.sleep(0.2)
+                time.sleep(0.5)
+            assert len(invoices) == 1, "".join(lines[-40:])
+            [invoice] = invoices
+            # the deal's two line items, nothing else: 2 x 1500.00 and 4 x 95.50
+            assert sorted(ln["Amount"] for ln in invoice["Line"] if ln.get("DetailType") == "SalesItemLineDetail") == [
+                Decimal("382.00"), Decimal("3000.00")]
+            # it came by the webhook: delivered to the receiver, stored (the sensor drains the inbox)
+            deliveries = http.get(f"http://127.0.0.1:{sandbox}/_sandbox/webhooks").json()["deliveries"]
+            assert any(d["api"] == "hubspot" and d.get("status") == 200 for d in deliveries), deliveries
+            health = http.get(f"http://127.0.0.1:{hooks}/healthz").json()
+            assert health["counters"]["hubspot"]["events_accepted"] >= 1
+            # the run's last step writes the invoice back to the deal; by then, and a few sensor
+            # ticks later, there is still exactly one invoice for the deal
+            deal: dict = {}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = money.loads(http.get(f"http://127.0.0.1:{sandbox}/_sandbox/state").content)
+                [deal] = [d for d in state["hubspot"]["deals"] if d["id"] == deal_id]
+                if deal["properties"].get("qbo_invoice_id"):
+                    break
+                time.sleep(0.5)
+            assert deal["properties"].get("qbo_invoice_id") == invoice["Id"]
+            time.sleep(4)
+            state = money.loads(http.get(f"http://127.0.0.1:{sandbox}/_sandbox/state").content)
+        assert [i["Id"] for i in state["quickbooks"]["invoices"]
+                if f":deal-{deal_id}:" in str(i.get("PrivateNote") or "")] == [invoice["Id"]]
+        assert deal["properties"]["dealname"].endswith(TRIAL_DEAL_NAME)  # the generated deal left out of the stage
+
+        ledger = Ledger(f"sqlite:///{home}/sync_ledger.db")
+        try:  # the posting went through the ledger's exactly-once protocol
+            assert [r.status for r in ledger.status() if f":deal-{deal_id}:" in r.key] == ["posted"]
         finally:
             ledger.dispose()
-        assert [(str(r["objectId"]), r["propertyValue"]) for r in rows] == [(deal_id, "ready_for_billing")]
 
         started = _processes_with_home(home) - {proc.pid}
         assert len(started) >= 3  # receiver, webserver, daemon (+ their code servers)
@@ -121,3 +159,39 @@ def test_serve_sandbox_runs_everything_and_stops_on_sigterm(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_trial_rules_set_the_stage_and_leave_the_demo_rules_alone(tmp_path):
+    from sync_pipelines.billing.rules_cache import cached_rules, ready_for_billing_stage
+    from sync_pipelines.commands.demo import demo_data
+    from sync_pipelines.commands.serve import trial_rules
+
+    _, demo_rules = demo_data(tmp_path, "2026-11")
+    before = demo_rules.read_text()
+    path = trial_rules(demo_rules)
+    assert path != demo_rules and demo_rules.read_text() == before
+    assert ready_for_billing_stage(demo_rules) is None  # make demo's month-end: no deal triggers
+    assert ready_for_billing_stage(path) == "ready_for_billing"
+    # the same clients and prices otherwise
+    assert cached_rules(path).clients == cached_rules(demo_rules).clients
+    assert trial_rules(demo_rules).read_text() == path.read_text()  # idempotent across restarts
+
+
+def test_the_deal_to_move_has_line_items_and_is_not_in_the_stage_yet():
+    from sync_pipelines.commands.demo import DEMO_CLIENTS, DEMO_ENTRIES, DEMO_SEED
+    from sync_pipelines.commands.serve import deal_to_move
+    from sync_pipelines.sandbox import generate_fixture
+
+    fixture, _ = generate_fixture(clients=DEMO_CLIENTS, entries=DEMO_ENTRIES, seed=DEMO_SEED, month="2026-11")
+    hs = fixture["hubspot"]
+    deal_id = deal_to_move(fixture)
+    [deal] = [d for d in hs["deals"] if d["id"] == deal_id]
+    assert deal["properties"]["dealname"].endswith(TRIAL_DEAL_NAME)
+    assert deal["properties"]["dealstage"] == "contractsent"
+    items = [a["to_id"] for a in hs["associations"] if a["from_id"] == deal_id and a["to_type"] == "line_items"]
+    assert len(items) == 2
+    company = [a["to_id"] for a in hs["associations"] if a["from_id"] == deal_id and a["to_type"] == "companies"]
+    assert company and company[0] in {c["id"] for c in hs["companies"]}
+    # once it is in the stage there is nothing left to move (every other package is there already)
+    deal["properties"]["dealstage"] = "ready_for_billing"
+    assert deal_to_move(fixture) is None

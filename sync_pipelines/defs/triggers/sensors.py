@@ -31,7 +31,7 @@ def ready_for_billing_deals(
 ) -> dg.SensorResult | dg.SkipReason:
     """Bills each HubSpot deal that enters the rules' ready-for-billing stage, once.
 
-    Every 2 s it drains the HubSpot webhook inbox (each event's deal is read back from HubSpot:
+    At every pass of the sensor daemon (about every 5 s) it drains the HubSpot webhook inbox (each event's deal is read back from HubSpot:
     only a deal now in the stage counts); every 30 s it also searches HubSpot for deals in the
     stage modified since the last search, which catches what a webhook missed. One run per
     (deal, time it entered the stage): a duplicate or replayed webhook, a deal seen by both paths
