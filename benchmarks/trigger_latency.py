@@ -32,7 +32,6 @@ import multiprocessing as mp
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sync_pipelines.serving import free_port, stop_process  # noqa: E402
 from sync_pipelines.webhooks.signatures import hubspot_v3_signature, intuit_signature  # noqa: E402
 
 # Benchmark-only secrets: the receiver must be configured, and nothing real is ever used here.
@@ -170,12 +170,6 @@ def _worker(host: str, port: int, requests: list[bytes], offsets: list[float], c
 
 # ---------------------------------------------------------------------------------- the receiver part
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -185,7 +179,7 @@ def _percentile(sorted_values: list[float], p: float) -> float:
 
 def run_receiver(duration: float, rate: float, workers: int, connections: int) -> dict[str, Any]:
     host = "127.0.0.1"
-    port = _free_port(host)
+    port = free_port(host)
     tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     ledger_url = f"sqlite:///{tmp}/ledger.db"
     env = {**os.environ, "SYNC_DATABASE_URL": ledger_url, "HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
@@ -229,11 +223,7 @@ def run_receiver(duration: float, rate: float, workers: int, connections: int) -
             p.join()
         health = httpx.get(f"http://{host}:{port}/healthz", timeout=5).json()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
     from sync_pipelines.ledger import Ledger
 
@@ -420,16 +410,16 @@ def stage_change_to_invoice_latency(deals: int = 20, mode: str = "webhooks", spa
         os.environ.update(sb_env)
         os.environ["DAGSTER_HOME"] = str(tmp / "dagster_home")
         os.environ["SYNC_RULES_FILE"] = str(tmp / "rules.yaml")
-        home = ensure_instance_home()
+        ensure_instance_home()
         serve_cmd._create_instance_storage()
-        hooks_port = serve_cmd._free_port(host)
+        hooks_port = free_port(host)
         receiver = serve_cmd._url(host, hooks_port)
         with httpx.Client(timeout=30) as http:
             if mode == "webhooks":
                 http.post(base + "/_sandbox/webhooks", json={
                     "hubspot_url": receiver + "/webhooks/hubspot",
                     "quickbooks_url": receiver + "/webhooks/quickbooks"}).raise_for_status()
-            kids = [k for k in serve_cmd.children(host, serve_cmd._free_port(host), hooks_port)
+            kids = [k for k in serve_cmd.children(host, free_port(host), hooks_port)
                     if k.name != "dagster-webserver"]
             for k in kids:
                 k.proc = subprocess.Popen(k.argv, cwd=serve_cmd.REPO_ROOT, env=dict(os.environ),
@@ -478,11 +468,7 @@ def stage_change_to_invoice_latency(deals: int = 20, mode: str = "webhooks", spa
             invoices = _invoices(http, base)
     finally:
         serve_cmd.stop_children(kids)
-        sb_proc.terminate()
-        try:
-            sb_proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            sb_proc.kill()
+        stop_process(sb_proc)
         log.close()
         os.environ.clear()
         os.environ.update(saved_env)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from sync_pipelines import money
 from sync_pipelines.commands.billing_runs import EXIT_HELD, EXIT_OK, BillingRun, bill_month

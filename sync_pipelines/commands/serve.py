@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from sync_pipelines.serving import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
@@ -58,14 +60,6 @@ class Child:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _url(host: str, port: int) -> str:
@@ -192,8 +186,8 @@ def serve_main(*, sandbox: bool, host: str, ui_port: int, webhooks_port: int, sa
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    ui_port = ui_port or _free_port(host)
-    webhooks_port = webhooks_port or _free_port(host)
+    ui_port = ui_port or free_port(host)
+    webhooks_port = webhooks_port or free_port(host)
     directory = directory.resolve()
     sb = None
     if sandbox:

@@ -21,6 +21,7 @@ from sync_pipelines.connectors.factory import hubspot_from_env
 from sync_pipelines.connectors.hubspot_stages import iso_ms, parse_hubspot_datetime
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.sandbox import SandboxServer
+from sync_pipelines.serving import stop_process
 from sync_pipelines.triggers.stage_entry import StageEntry
 from sync_pipelines_tests._sandbox_month import qbo_invoices
 from sync_pipelines_tests.triggers.portal import (
@@ -179,11 +180,7 @@ def test_the_daemon_turns_a_stage_change_into_exactly_one_invoice(env_home) -> N
         # the events were marked processed: at least one more tick ran after the run request
         assert len([i for i in qbo_invoices(env) if i.get("DocNumber") == doc]) == 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         runs = [r for r in instance.get_runs() if r.job_name == "deal_billing"]
     mine = [r for r in runs if r.tags.get("dagster/partition") == WAITING_DEAL]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,14 +20,9 @@ import httpx
 from sync_pipelines import money
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.sandbox.generator import TRIAL_DEAL_NAME
+from sync_pipelines.serving import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes_with_home(home: str) -> set[int]:
@@ -55,7 +49,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_serve_sandbox_bills_the_moved_deal_and_stops_on_sigterm(tmp_path):
-    ui, hooks, sandbox = _free_port(), _free_port(), _free_port()
+    ui, hooks, sandbox = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("SYNC_DATABASE_URL", "DAGSTER_HOME", "WEBHOOK_PUBLIC_URL")}
     home = str((tmp_path / "trial" / "dagster_home").resolve())
     proc = subprocess.Popen(

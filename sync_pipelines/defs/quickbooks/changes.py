@@ -142,16 +142,13 @@ def quickbooks_changes(
         try:
             with quickbooks.client() as qbo:
                 polled = poll_cdc(led, qbo, realm, state.cdc.get(realm, {}), detection, now=_utcnow)
-        except CredentialsRefused as refused:
-            exc = refused.cause
+        except (CredentialsRefused, ApiError) as error:
+            exc = error.cause if isinstance(error, CredentialsRefused) else error
             if isinstance(exc, QboReconnectRequired):
                 _outage(state, "token", lambda: alert_messages.token_refused(str(exc.realm_id), during="change capture"))
             else:
                 _outage(state, "api", lambda: alert_messages.trigger_failed(
                     "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))
-        except ApiError as exc:
-            _outage(state, "api", lambda: alert_messages.trigger_failed(
-                "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))
         else:
             state.cdc[realm] = polled.cursor
             # A backlog longer than one tick's reads continues on the next tick, not in 15 minutes.
