@@ -124,7 +124,7 @@ def deal_invoice_draft(
     invoice. Project time: the entries of the deal's Harvest project not billed yet, spent up to
     the trigger day, at the client's rates (or the deal's `billing_hourly_rate`), with the
     client's or deal's discount and caps but no monthly minimum. A held invoice lists every reason
-    here and raises an alert; nothing of it reaches QuickBooks.
+    here (the posting step records it and raises the alert); nothing of it reaches QuickBooks.
     """
     plan = DealPlan.from_dict(ready_deal["plan"])
     parsed = cached_rules(rules.resolved_path())
@@ -168,11 +168,10 @@ def deal_invoice_draft(
                    f"nothing to bill: deal {plan.deal_id}'s line items total zero")
         context.log.info(nothing)
     held = [i for i in document["invoices"] if i["status"] == "held"]
+    # Logged here; the alert goes out once, from `deal_qbo_invoice`, which records the held
+    # invoice in the ledger (as the month-end's `qbo_invoices` does).
     for inv in held:
         context.log.warning(f"HELD {inv['invoice_key']}: {'; '.join(inv['hold_reasons'])}")
-    if held:
-        _alert(context, plan, "A deal's invoice is held", [f"{i['invoice_key']}: {'; '.join(i['hold_reasons'])}"
-                                                            for i in held])
     lines = result.lines
     yield dg.Output(
         document,
