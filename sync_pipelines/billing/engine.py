@@ -22,6 +22,7 @@ from sync_pipelines.billing.catalog import Catalog
 from sync_pipelines.billing.company import QboCompany
 from sync_pipelines.billing.company_fit import fit_to_company
 from sync_pipelines.billing.deals import ProjectTerms, project_terms
+from sync_pipelines.billing.gc_pause import collection_paused
 from sync_pipelines.billing.grouping import group_key
 from sync_pipelines.billing.history import BillingHistory
 from sync_pipelines.billing.invoices import INVOICE_COLUMNS, LINE_COLUMNS, InvoiceContext, finish_invoices
@@ -135,6 +136,25 @@ def price_month(
     `group_override`: every time invoice gets this group key instead of the rules' `group_by`
     (a triggered deal bills its project's time on one invoice, ``deal-<id>``).
     """
+    with collection_paused():
+        return _price_month(rules, period, entries, deals, catalog, history, realm_id, clients, line_items,
+                            company, today, group_override)
+
+
+def _price_month(
+    rules: RulesFile,
+    period: str,
+    entries: pd.DataFrame,
+    deals: pd.DataFrame | None,
+    catalog: pd.DataFrame | None,
+    history: BillingHistory | None,
+    realm_id: str,
+    clients: list[str] | None,
+    line_items: pd.DataFrame | None,
+    company: QboCompany | None,
+    today: date | None,
+    group_override: str | None,
+) -> BillingResult:
     history = history or BillingHistory()
     deal_history = history
     if line_items is not None and rules.hubspot is not None:
@@ -502,6 +522,7 @@ class _Billable:
     def __init__(self, E: pd.DataFrame, idx: np.ndarray) -> None:
         self._E, self._idx = E, idx
         self._cache: dict[str, np.ndarray] = {}
+        self._sorted_values: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._idx)
@@ -532,7 +553,14 @@ class _Billable:
         rank[order] = np.arange(len(order))
         codes = codes.astype(np.int64)
         sorted_codes = np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else -1, -1)
-        return sorted_codes[self._idx], pd.Index(uniques.to_numpy(dtype=object)[order])
+        values = uniques.to_numpy(dtype=object)[order]
+        self._sorted_values[col] = values
+        return sorted_codes[self._idx], pd.Index(values)
+
+    def labels(self, col: str, codes: np.ndarray) -> np.ndarray:
+        """Object array of the values behind sorted `codes` of `col` (from `codes`), None for -1."""
+        values = np.append(self._sorted_values[col], None)
+        return values[np.where(codes >= 0, codes, len(values) - 1)]
 
     def get(self, col: str, i: int):  # noqa: ANN201
         v = self.values(col)[i]

@@ -83,7 +83,7 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     multi = L.attrs.get("multi_rules", {})
     a = {c: L[c].to_numpy() for c in ("inv", "client", "kind", "item", "ld_project", "ld_task", "ld_user",
                                       "ld_entry", "rate", "rule", "raw", "billed", "amount", "day_min", "first",
-                                      "n_entries")}
+                                      "n_entries", "s_task", "s_user")}
     src = L.attrs["src"][a["first"]]
     client = a["client"]
     rules = ctx.rule_list
@@ -108,47 +108,69 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     for i, ids in multi.items():
         rule_text[i] = "; ".join(rules[r].path for r in ids if r >= 0)
 
-    # hours and dates through small lookups of the distinct values
-    def _map(values: np.ndarray, fn) -> np.ndarray:  # noqa: ANN001
-        uniq, inv = np.unique(values, return_inverse=True)
-        return np.array([fn(int(v)) for v in uniq] + [None], dtype=object)[:-1][inv] if len(uniq) else np.zeros(0, object)
-
-    qty = _map(a["billed"], hours)
-    raw_h = _map(a["raw"], hours)
-    billed_text = _map(a["billed"], lambda v: f"{hours(v)} h")
-    raw_text = _map(a["raw"], lambda v: f"{hours(v)} h")
+    # hours, dates and amounts through small lookups of the distinct values
+    billed_codes, billed_u = pd.factorize(a["billed"])
+    raw_codes, raw_u = pd.factorize(a["raw"])
+    billed_hours = _objects([hours(int(v)) for v in billed_u])
+    raw_hours = _objects([hours(int(v)) for v in raw_u])
+    qty = billed_hours[billed_codes]
+    raw_h = raw_hours[raw_codes]
+    billed_text = _objects([f"{h} h" for h in billed_hours])[billed_codes]
+    raw_text = _objects([f"{h} h" for h in raw_hours])[raw_codes]
     is_entry = a["ld_entry"] >= 0
-    entry_day = _map(np.where(is_entry, a["day_min"], 0), _day)
+    day_codes, day_u = pd.factorize(np.where(is_entry, a["day_min"], 0))
+    entry_day = _objects([_day(int(d)) for d in day_u])[day_codes]
     service_date = np.where(is_entry, entry_day, ctx.end)
-    period_text = np.where(is_entry, _map(np.where(is_entry, a["day_min"], 0), lambda d: _day(d).isoformat()),
-                           f"{ctx.start.isoformat()} to {ctx.end.isoformat()}")
+    whole_period = f"{ctx.start.isoformat()} to {ctx.end.isoformat()}"
+    period_text = np.where(is_entry, _objects([_day(int(d)).isoformat() for d in day_u])[day_codes], whole_period)
     amount = np.empty(n, dtype=object)
-    for d in np.unique(digits_c[client]):
-        m = digits_c[client] == d
-        amount[m] = _map(a["amount"][m], lambda v, d=int(d): Decimal(v).scaleb(-d))
+    line_digits = digits_c[client]
+    for d in np.unique(line_digits).tolist():
+        m = line_digits == d
+        codes_, uniq = pd.factorize(a["amount"][m])
+        amount[m] = _objects([Decimal(int(v)).scaleb(-d) for v in uniq])[codes_]
 
-    # the description: label [project] — hours @ rate (worked), period
-    task = names.texts("task_name", src)
-    person = names.texts("user_name", src)
-    notes = names.texts("notes", src)
+    # the description: label [project] — hours @ rate (worked), period. Task and person names
+    # come from the line's own codes when it is split on them, else from its first entry.
+    task = names.labels("task_name", a["s_task"])
+    person = names.labels("user_name", a["s_user"])
+    for values, codes, own in ((task, a["s_task"], ("summary", "project", "person")),
+                               (person, a["s_user"], ("summary", "project", "task"))):
+        need = (codes < 0) & ~np.isin(detail, own)
+        if need.any():
+            values[need] = names.texts("task_name" if values is task else "user_name", src[need])
+    notes = np.full(n, None, dtype=object)
+    if is_entry.any():
+        notes[is_entry] = names.texts("notes", src[is_entry])
     show_project = a["ld_project"] >= 0
     project = np.full(n, None, dtype=object)
     if show_project.any():
         project[show_project] = names.project_labels(src[show_project])
-    tp = task.astype(str) + " — " + person.astype(str)
-    label = np.select(
-        [detail == "summary", detail == "project", detail == "task", detail == "person", detail == "task_person"],
-        [np.full(n, "Professional services", dtype=object), np.where(show_project, project, "Project"),
-         np.where(pd.isna(task), "Services", task), np.where(pd.isna(person), "Services", person), tp],
-        default=tp).astype(object)
-    has_notes = is_entry & ~pd.isna(notes)
-    label[has_notes] = label[has_notes] + ": " + notes[has_notes].astype(str)
-    suffix = show_project & (detail != "project")
-    label[suffix] = label[suffix] + " [" + project[suffix].astype(str) + "]"
-    prefix = np.select([a["kind"] == KIND_INCLUDED, a["kind"] == KIND_OVERAGE], ["Included in retainer: ", "Overage: "], "")
-    rate_text = np.where(priced, cur + " " + rate_text_r[rix], "NO RATE")
-    worked = np.where(a["raw"] != a["billed"], " (" + raw_text + " worked)", "")
-    desc = prefix.astype(object) + label + " — " + billed_text + " @ " + rate_text + worked + ", " + period_text
+    kind_prefix = {KIND_INCLUDED: "Included in retainer: ", KIND_OVERAGE: "Overage: "}
+    rate_text = (cur + " " + rate_text_r[rix]).tolist()
+    desc = []
+    for d, t, p, sp, pr, nt, k, bt, rt, pc, raw_, billed_, rw, pt in zip(
+            detail.tolist(), task.tolist(), person.tolist(), show_project.tolist(), project.tolist(), notes.tolist(),
+            a["kind"].tolist(),
+            billed_text.tolist(), rate_text, priced.tolist(), a["raw"].tolist(), a["billed"].tolist(),
+            raw_text.tolist(), period_text.tolist()):
+        if d == "summary":
+            label = "Professional services"
+        elif d == "project":
+            label = pr if pr is not None else "Project"
+        elif d == "task":
+            label = t if t is not None else "Services"
+        elif d == "person":
+            label = p if p is not None else "Services"
+        else:
+            label = f"{t} — {p}"
+        if nt is not None:
+            label = f"{label}: {nt}"
+        if sp and d != "project":
+            label = f"{label} [{pr}]"
+        text = (f"{kind_prefix.get(k, '')}{label} — {bt} @ {rt if pc else 'NO RATE'}"
+                f"{f' ({rw} worked)' if raw_ != billed_ else ''}, {pt}")
+        desc.append(text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…")
 
     keys = np.array(ctx.invoice_keys + [""], dtype=object)
     groups = np.array([g for _, g in ctx.invoices] + [""], dtype=object)
@@ -161,7 +183,7 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     cols["line_no"] = [0] * n
     cols["kind"] = kind_names[a["kind"]].tolist()
     cols["detail_type"] = ["SalesItemLineDetail"] * n
-    cols["description"] = [d if len(d) <= MAX_DESCRIPTION else d[: MAX_DESCRIPTION - 1] + "…" for d in desc.tolist()]
+    cols["description"] = desc
     cols["item_name"] = item_names[a["item"]].tolist()
     cols["service_date"] = service_date.tolist()
     cols["qty"] = qty.tolist()
@@ -176,11 +198,24 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     cols["entry_ids"] = ids_per_line
     cols["entry_count"] = a["n_entries"].tolist()
     cols["rounding"] = rounding_c[client].tolist()
-    cols["project_id"] = [v if v >= 0 else None for v in a["ld_project"].tolist()]
-    cols["task_id"] = [v if v >= 0 else None for v in a["ld_task"].tolist()]
-    cols["user_id"] = [v if v >= 0 else None for v in a["ld_user"].tolist()]
+    cols["project_id"] = _ids_or_none(a["ld_project"])
+    cols["task_id"] = _ids_or_none(a["ld_task"])
+    cols["user_id"] = _ids_or_none(a["ld_user"])
     cols["priced"] = priced.tolist()
     return cols
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-d object array of `values` (numpy would unpack sequences into more dimensions)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values if values else out
+    return out
+
+
+def _ids_or_none(ids: np.ndarray) -> list:
+    out = ids.astype(object)
+    out[ids < 0] = None
+    return out.tolist()
 
 
 @lru_cache(maxsize=4096)
