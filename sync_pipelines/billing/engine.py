@@ -523,6 +523,7 @@ class _Billable:
         self._E, self._idx = E, idx
         self._cache: dict[str, np.ndarray] = {}
         self._sorted_values: dict[str, np.ndarray] = {}
+        self._codes: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._idx)
@@ -555,7 +556,12 @@ class _Billable:
         sorted_codes = np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else -1, -1)
         values = uniques.to_numpy(dtype=object)[order]
         self._sorted_values[col] = values
-        return sorted_codes[self._idx], pd.Index(values)
+        self._codes[col] = sorted_codes[self._idx]
+        return self._codes[col], pd.Index(values)
+
+    def labels_at(self, col: str, positions: np.ndarray) -> np.ndarray:
+        """`texts(col, positions)` for a column already factorised by `codes`."""
+        return self.labels(col, self._codes[col][positions])
 
     def labels(self, col: str, codes: np.ndarray) -> np.ndarray:
         """Object array of the values behind sorted `codes` of `col` (from `codes`), None for -1."""

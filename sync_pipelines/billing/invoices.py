@@ -138,7 +138,7 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
                                (person, a["s_user"], ("summary", "project", "task"))):
         need = (codes < 0) & ~np.isin(detail, own)
         if need.any():
-            values[need] = names.texts("task_name" if values is task else "user_name", src[need])
+            values[need] = names.labels_at("task_name" if values is task else "user_name", src[need])
     notes = np.full(n, None, dtype=object)
     if is_entry.any():
         notes[is_entry] = names.texts("notes", src[is_entry])
