@@ -127,16 +127,19 @@ def aggregate(parts: dict[str, np.ndarray], scope_line: np.ndarray, inc: np.ndar
         end = starts[g + 1] if g + 1 < n_lines else n_parts
         multi[g] = sorted(set(rule_sorted[starts[g]:end].tolist()))
 
-    # entry ids per line, ascending
-    all_ids = eid[order].tolist()
-    bl = np.append(starts, n_parts).tolist()
-    ids_per_line = [all_ids[bl[i]:bl[i + 1]] for i in range(n_lines)]
-
     # invoice order
     sort_order = np.lexsort(tuple(lines[k].to_numpy() for k in reversed(SORT_KEYS)))
     remap = np.empty(n_lines, dtype=np.int64)
     remap[sort_order] = np.arange(n_lines)
     lines = lines.iloc[sort_order].reset_index(drop=True)
     lines.attrs["multi_rules"] = {int(remap[g]): v for g, v in multi.items()}
-    ids_per_line = [ids_per_line[i] for i in sort_order.tolist()]
+
+    # entry ids per line (in invoice order), ascending: the blocks of `order` moved into invoice
+    # order without sorting again, then one list per line sliced from one list
+    sizes = np.diff(np.append(starts, n_parts))[sort_order]
+    new_starts = np.concatenate([[0], np.cumsum(sizes)])
+    pos = np.arange(n_parts) - np.repeat(new_starts[:-1] - starts[sort_order], sizes)
+    all_ids = eid[order[pos]].tolist()
+    bl = new_starts.tolist()
+    ids_per_line = [all_ids[bl[i]:bl[i + 1]] for i in range(n_lines)]
     return lines, remap[gid], ids_per_line
