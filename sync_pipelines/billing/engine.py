@@ -357,11 +357,15 @@ def _price_month(
         np.add.at(included_used_c, s_code[ridx], inc_part)
         # non-retainer parts stay as they are; retainer entries become 1 or 2 parts
         keep_t = np.flatnonzero(~is_ret)
-        a, b = ridx[to_inc], ridx[to_ov]
+        # each kind of part in entry order, as the line grouping expects (billing/lines.py)
+        ia, ib = np.flatnonzero(to_inc), np.flatnonzero(to_ov)
+        ia = ia[np.argsort(s_entry[ridx[ia]], kind="stable")]
+        ib = ib[np.argsort(s_entry[ridx[ib]], kind="stable")]
+        a, b = ridx[ia], ridx[ib]
         part_src = np.concatenate([keep_t, a, b])
         kind = np.concatenate([np.full(len(keep_t), KIND_TIME), np.full(len(a), KIND_INCLUDED), np.full(len(b), KIND_OVERAGE)])
-        raw_p = np.concatenate([s_hours[keep_t], raw_inc[to_inc], raw_ov[to_ov]])
-        billed_p = np.concatenate([billed[keep_t], inc_part[to_inc], ov_part[to_ov]])
+        raw_p = np.concatenate([s_hours[keep_t], raw_inc[ia], raw_ov[ib]])
+        billed_p = np.concatenate([billed[keep_t], inc_part[ia], ov_part[ib]])
 
     p_code = s_code[part_src]
     p_rate = rate[part_src].copy()
