@@ -405,7 +405,9 @@ def _price_month(
     problems: list[list[str]] = [[] for _ in range(n_inv)]
     unpriced = p_rate < 0
     if unpriced.any():
-        bad = pd.DataFrame({"inv": s_inv[sp][unpriced], "src": sp[unpriced]}).drop_duplicates().sort_values(["inv", "src"])
+        # listed by entry id, so the reason reads the same whatever order the entries came in
+        bad = pd.DataFrame({"inv": s_inv[sp][unpriced], "entry": s_entry[sp][unpriced], "src": sp[unpriced]}
+                           ).drop_duplicates().sort_values(["inv", "entry", "src"])
         for i, grp in bad.groupby("inv"):
             srcs = grp["src"].to_numpy()
             described = [_entry_ref(S, int(s)) for s in srcs[:5]]
