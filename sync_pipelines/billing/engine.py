@@ -449,7 +449,7 @@ def _price_month(
 
     clock.mark("invoices")
     # ---- the entries report -----------------------------------------------------------------
-    status = np.where(candidate, "billed", "excluded").astype(object)
+    status = np.array(["excluded", "billed"], dtype=object)[candidate.astype(np.int64)]  # two shared strings
     inv_key_col = np.full(n, None, dtype=object)
     line_no_col = pd.array(np.zeros(n, dtype=np.int64), dtype="Int64")
     line_no_col[:] = pd.NA
