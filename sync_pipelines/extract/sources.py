@@ -6,9 +6,6 @@ The Dagster assets in ``defs/`` stay thin: they build the clients (see
 
 from __future__ import annotations
 
-import calendar
-import re
-from datetime import date
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -18,13 +15,14 @@ from sync_pipelines.billing.company import QboCompany, company_from_qbo
 from sync_pipelines.connectors.http import Rejected
 from sync_pipelines.connectors.hubspot_stages import entered_properties
 
+from .harvest_month import read_time_entries
+from .periods import month_bounds
 from .frames import (
     DEAL_PROPERTIES,
     catalog_frame,
     deals_frame,
     line_items_frame,
     rejected_frame,
-    time_entries_frame,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,19 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from sync_pipelines.connectors.quickbooks import QuickBooksClient
 
 
-def month_bounds(period: str) -> tuple[date, date]:
-    """``"2026-10"`` -> ``(date(2026, 10, 1), date(2026, 10, 31))``."""
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
-        raise ValueError(f"period must be YYYY-MM, got {period!r}")
-    year, month = int(period[:4]), int(period[5:])
-    return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
-
-
 def harvest_time_entries(client: HarvestClient, period: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All time entries spent in ``period`` (every client) and the quarantined ones."""
+    """All time entries spent in ``period`` (every client) and the quarantined ones, read in full
+    page by page (the month-end asset refreshes incrementally: ``harvest_month.extract_month``)."""
     first, last = month_bounds(period)
-    result = client.list_time_entries(first, last)
-    return time_entries_frame(result.records), rejected_frame(result.rejected)
+    return read_time_entries(client.time_entry_pages(first, last))
 
 
 def hubspot_deals(
