@@ -18,6 +18,7 @@ import pandas as pd
 
 from sync_pipelines.extract.frames import REJECTED_COLUMNS, TIME_ENTRY_COLUMNS, rejected_frame
 from sync_pipelines.extract.harvest_month import StoredMonth
+from sync_pipelines.extract.qbo_existing_invoices import EXISTING_INVOICE_COLUMNS
 
 
 def last_materialization_metadata(context: dg.AssetExecutionContext) -> dict[str, Any] | None:
@@ -63,3 +64,18 @@ def _stored_rejected(meta: dict[str, Any]) -> pd.DataFrame | None:
     if len(raw) != count or list(raw.columns) != list(REJECTED_COLUMNS):
         return None
     return raw.astype(REJECTED_COLUMNS)
+
+
+def stored_invoices(context: dg.AssetExecutionContext) -> tuple[pd.DataFrame | None, datetime | None]:
+    """The stored QuickBooks invoices of this month and when that extraction started, or (None, None)."""
+    meta = last_materialization_metadata(context)
+    if meta is None or not meta.get("path") or not meta.get("extracted_at"):
+        return None, None
+    try:
+        frame = pd.read_parquet(meta["path"])
+        at = datetime.fromisoformat(str(meta["extracted_at"]))
+    except (OSError, ValueError):
+        return None, None
+    if len(frame) != int(meta.get("dagster/row_count", -1)) or list(frame.columns) != EXISTING_INVOICE_COLUMNS:
+        return None, None
+    return frame, at
