@@ -16,8 +16,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines.extract.frames import REJECTED_COLUMNS, TIME_ENTRY_COLUMNS, rejected_frame
+from sync_pipelines.extract.frames import DEAL_COLUMNS, REJECTED_COLUMNS, TIME_ENTRY_COLUMNS, rejected_frame
 from sync_pipelines.extract.harvest_month import StoredMonth
+from sync_pipelines.extract.hubspot_deals_refresh import StoredDeals
 from sync_pipelines.extract.qbo_existing_invoices import EXISTING_INVOICE_COLUMNS
 
 
@@ -79,3 +80,20 @@ def stored_invoices(context: dg.AssetExecutionContext) -> tuple[pd.DataFrame | N
     if len(frame) != int(meta.get("dagster/row_count", -1)) or list(frame.columns) != EXISTING_INVOICE_COLUMNS:
         return None, None
     return frame, at
+
+
+def stored_deals(context: dg.AssetExecutionContext) -> StoredDeals | None:
+    """The stored HubSpot deals (and their rejected records) of this partition's last extraction."""
+    meta = last_materialization_metadata(context)
+    if meta is None or not meta.get("path") or not meta.get("extracted_at") or not meta.get("last_full_pull_at"):
+        return None
+    try:
+        frame = pd.read_parquet(meta["path"])
+        extracted_at = datetime.fromisoformat(str(meta["extracted_at"]))
+        last_full = datetime.fromisoformat(str(meta["last_full_pull_at"]))
+        rejected = _stored_rejected(meta)
+    except (OSError, ValueError):
+        return None
+    if rejected is None or len(frame) != int(meta.get("dagster/row_count", -1)) or list(frame.columns) != list(DEAL_COLUMNS):
+        return None
+    return StoredDeals(frame.astype(DEAL_COLUMNS), rejected, extracted_at, last_full, meta.get("ready_for_billing_stage") or None)

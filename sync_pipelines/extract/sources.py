@@ -12,7 +12,8 @@ import pandas as pd
 
 from sync_pipelines import money
 from sync_pipelines.billing.company import QboCompany, company_from_qbo
-from sync_pipelines.connectors.http import Rejected
+from sync_pipelines.connectors.http import FetchResult, Rejected
+from sync_pipelines.connectors.hubspot_models import Deal
 from sync_pipelines.connectors.hubspot_stages import entered_properties
 
 from .harvest_month import read_time_entries
@@ -48,8 +49,16 @@ def hubspot_deals(
     stays in the frame unlinked, and is also listed among the rejected records with the reason,
     so its billing overrides are visibly not applied instead of silently ignored.
     """
-    wanted = list(properties or DEAL_PROPERTIES) + (entered_properties(stage) if stage else [])
-    result = client.list_deals(wanted)
+    return deals_frames(client, client.list_deals(deal_properties(properties, stage)), stage)
+
+
+def deal_properties(properties: list[str] | None = None, stage: str | None = None) -> list[str]:
+    """The deal properties :func:`hubspot_deals` reads."""
+    return list(properties or DEAL_PROPERTIES) + (entered_properties(stage) if stage else [])
+
+
+def deals_frames(client: HubSpotClient, result: FetchResult[Deal], stage: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read deals (with their companies attached) as the deals frame and its rejected records."""
     company_ids = client.deal_company_ids([d.id for d in result.records])
     unlinkable = [
         Rejected("hubspot", "deal", d.id,
