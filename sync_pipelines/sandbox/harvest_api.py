@@ -329,13 +329,14 @@ def update_time_entry(st: SandboxState, req: Req, id: str) -> Resp:
 def delete_time_entry(st: SandboxState, req: Req, id: str) -> Resp:
     """`DELETE /v2/time_entries/{id}`: Harvest answers 200 and the entry is simply gone; lists
     carry no tombstone, so `updated_since` cannot show the deletion (a reader must count).
-    Harvest refuses to delete a closed (approved) entry for non-admins; the sandbox refuses a
-    locked one, as it refuses to edit it."""
+    Harvest's reference: "only possible if it's not closed ... However, Admins can delete closed
+    entries"; the sandbox, which has no roles, refuses a closed or locked entry (as it refuses to
+    edit a locked one)."""
     idx = _find_entry(st, int(id))
     if idx is None:
         return Resp(404, {"status": 404, "error": "Not Found"})
     old = st.harvest["time_entries"][idx]
-    if old.get("is_locked"):
+    if old.get("is_locked") or old.get("is_closed"):
         return _err422(f"This time entry is locked and cannot be deleted: {old.get('locked_reason') or LOCKED_DEFAULT_REASON}")
     del st.harvest["time_entries"][idx]
     del st.entry_ordinals[idx]
