@@ -16,8 +16,6 @@ from sync_pipelines.connectors.http import FetchResult, Rejected
 from sync_pipelines.connectors.hubspot_models import Deal
 from sync_pipelines.connectors.hubspot_stages import entered_properties
 
-from .harvest_month import read_time_entries
-from .periods import month_bounds
 from .frames import (
     DEAL_PROPERTIES,
     catalog_frame,
@@ -25,6 +23,8 @@ from .frames import (
     line_items_frame,
     rejected_frame,
 )
+from .harvest_month import read_time_entries
+from .periods import month_bounds
 
 if TYPE_CHECKING:  # pragma: no cover
     from sync_pipelines.connectors.harvest import HarvestClient

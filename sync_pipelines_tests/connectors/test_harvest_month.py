@@ -8,7 +8,7 @@ through the Dagster asset, whose materialisation metadata carries the refresh st
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from decimal import Decimal
 
 import dagster as dg
