@@ -136,8 +136,16 @@ def _step_2_edited_time_is_reported_as_drift_with_a_credit_memo_never_reposted(w
     target = sorted(world.posted(ledger).values(), key=lambda r: r.client_key)[0]
     billed_ids = {e for e, _, _ in ledger.get_invoice(target.key).entries}
     entry = next(e for e in world.fixture["harvest"]["time_entries"]
-                 if e["id"] in billed_ids and money.to_decimal(e["hours"]) >= 2)
-    entry["hours"] = money.to_decimal(entry["hours"]) - 1  # someone shortened it after invoicing
+                 if e["id"] in billed_ids and money.to_decimal(e["hours"]) >= 2 and not e.get("is_locked"))
+    # someone shortened it after invoicing, in Harvest (which stamps updated_at, so the month's
+    # incremental re-extraction sees it)
+    env = world.env
+    response = httpx.patch(
+        f"{env['HARVEST_BASE_URL'].rstrip('/')}/v2/time_entries/{entry['id']}",
+        content=money.dumps({"hours": money.to_decimal(entry["hours"]) - 1}),
+        headers={"Authorization": f"Bearer {env['HARVEST_ACCESS_TOKEN']}", "Harvest-Account-Id": env["HARVEST_ACCOUNT_ID"],
+                 "User-Agent": "a Harvest user (user@example.com)", "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
     before = len(sm.qbo_invoices(world.env))
     run = world.bill(client=target.client_key)
     assert run.exit_code == EXIT_HELD  # completed, with something to look at

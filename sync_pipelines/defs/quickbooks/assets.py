@@ -1,16 +1,14 @@
 import dagster as dg
 import pandas as pd
 
-from sync_pipelines import money
-from sync_pipelines.connectors.quickbooks import quote
+from sync_pipelines.defs.extract_state import stored_invoices
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.quickbooks.posting_outcomes import POSTING_RETRY_POLICY, post_document, report_outcomes
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 from sync_pipelines.extract import sources
+from sync_pipelines.extract.qbo_existing_invoices import existing_invoices
 
-EXISTING_INVOICE_COLUMNS = ["qbo_id", "doc_number", "customer_id", "customer_name", "txn_date", "total",
-                            "balance", "private_note"]
 
 
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
@@ -66,31 +64,34 @@ def qbo_company(context: dg.AssetExecutionContext, quickbooks: QuickBooksResourc
     )
 
 
+class QboExistingInvoicesConfig(dg.Config):
+    """Set `full` to query the whole month again instead of catching up through QuickBooks CDC."""
+
+    full: bool = False
+
+
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
-def qbo_existing_invoices(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
+def qbo_existing_invoices(
+    context: dg.AssetExecutionContext, quickbooks: QuickBooksResource, config: QboExistingInvoicesConfig
+) -> dg.Output[pd.DataFrame]:
     """Invoices already in QuickBooks dated in the month, whoever created them.
 
     The reconciliation report compares these with what the ledger posted, so an invoice keyed
     in by hand for a client we also bill shows up before the client gets two.
+
+    Re-materialising catches up through QuickBooks' change feed (CDC: one call) when the last
+    extraction is under 29 days old; otherwise, or with `full: true`, the month is queried again
+    (`extraction` says which and why).
     """
-    first, last = sources.month_bounds(context.partition_key)
+    stored, stored_at = (None, None) if config.full else stored_invoices(context)
     with quickbooks.client() as client:
-        rows = client.query_all("Invoice", f"TxnDate >= {quote(first.isoformat())} AND TxnDate <= {quote(last.isoformat())}")
-    records = [
-        {
-            "qbo_id": str(r.get("Id")),
-            "doc_number": r.get("DocNumber"),
-            "customer_id": str((r.get("CustomerRef") or {}).get("value")),
-            "customer_name": (r.get("CustomerRef") or {}).get("name"),
-            "txn_date": r.get("TxnDate"),
-            "total": str(money.to_decimal(r.get("TotalAmt", 0), what="TotalAmt")),
-            "balance": str(money.to_decimal(r.get("Balance", 0), what="Balance")),
-            "private_note": r.get("PrivateNote"),
-        }
-        for r in rows
-    ]
-    frame = pd.DataFrame(records, columns=EXISTING_INVOICE_COLUMNS, dtype=object)
-    return dg.Output(frame, metadata={"dagster/row_count": dg.MetadataValue.int(len(frame))})
+        extract = existing_invoices(client, context.partition_key, stored, stored_at, full=config.full)
+    context.log.info(f"QuickBooks invoices {context.partition_key}: {extract.mode} ({extract.reason})")
+    return dg.Output(extract.frame, metadata={
+        "dagster/row_count": dg.MetadataValue.int(len(extract.frame)),
+        "extraction": dg.MetadataValue.text(f"{extract.mode}: {extract.reason}"),
+        "extracted_at": dg.MetadataValue.text(extract.extracted_at.isoformat()),
+    })
 
 
 @dg.asset(
