@@ -407,6 +407,12 @@ def quickbooks_limiter(realm_id: str, **kwargs: Any) -> RateLimiter:
     return _limiter(f"quickbooks:{realm_id}", [(500, 60.0), (10, 1.0)], 10, **kwargs)
 
 
+def quickbooks_batch_limiter(realm_id: str, **kwargs: Any) -> RateLimiter:
+    """Per realm, shared in the process: ≤40 batch calls a minute (Intuit's batch throttle, on top of
+    the 500/min every call counts against)."""
+    return _limiter(f"quickbooks-batch:{realm_id}", [(40, 60.0)], **kwargs)
+
+
 def harvest_limiter(account_id: str = "", **kwargs: Any) -> RateLimiter:
     """100 requests per 15 s (per token/account), shared in the process."""
     return _limiter(f"harvest:{account_id}", [(100, 15.0)], **kwargs)
@@ -708,6 +714,12 @@ class ApiTransport:
                 raise error
             waited += wait
             self.total_slept += wait
+            if isinstance(error, ApiRateLimited):
+                # A budget shared with other processes (ledger-backed) pauses them all, not only us.
+                for budget in (self.limiter, *extra_limiters):
+                    throttled = getattr(budget, "throttled", None)
+                    if throttled is not None:
+                        throttled(wait)
             log.info("%s %s %s: %s; retrying in %.2fs (attempt %d/%d)", self.system, method, path,
                      type(error).__name__, wait, attempt + 1, policy.max_attempts)
             self._sleep(wait)

@@ -1,0 +1,178 @@
+"""QuickBooks batch calls for posting: customers found or created, invoices created 30 at a time.
+
+The exactly-once protocol (DESIGN §6) holds item by item inside a batch:
+
+* every invoice's ledger row (exact payload + hash, pending, claimed by this run) is committed by
+  :func:`~sync_pipelines.posting.protocol.prepare_invoice` BEFORE the batch carrying it is sent;
+* each item's ``bId`` derives from its invoice key (:func:`batch_item_id`), and the batch's
+  ``requestid`` from its items' request ids (:func:`batch_request_id`), so the same items re-sent
+  after a lost response replay QuickBooks' first answer instead of creating anything twice;
+* each item's answer is recorded on its own (:func:`~sync_pipelines.posting.protocol.finish_invoice`):
+  a rejected invoice is held, a duplicate DocNumber looked up and recovered, a transient item fault
+  recorded as failed and retried in a later batch of the same run -- one bad invoice never holds
+  its batch-mates;
+* a crash or timeout anywhere leaves the rows pending; the next run looks each one up by its
+  DocNumber/PrivateNote fingerprint before anything is sent again.
+
+Customers have a natural key (DisplayName is unique in a company: 6240 on a second create), so
+their batches carry no requestid: a re-sent create is refused with 6240 and the customer looked up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sync_pipelines.connectors.http import ApiError, ApiRateLimited, ApiUnavailable
+from sync_pipelines.connectors.quickbooks import (
+    BATCH_ID_MAX,
+    BATCH_MAX_ITEMS,
+    QboReconnectRequired,
+    QuickBooksClient,
+    batch_item_error,
+)
+from sync_pipelines.ledger import Ledger
+from sync_pipelines.posting.protocol import PostOutcome, ReadyToSend, finish_invoice
+
+log = logging.getLogger(__name__)
+
+# Fixed forever: a batch re-sent after a crash must get the same requestid to replay its answer.
+_BATCH_NAMESPACE = uuid.UUID("0b7f3c1e-5a2d-4e8f-b6a1-93d4c2e7f058")
+
+#: How many times one run re-sends invoices whose batch item failed transiently (throttle,
+#: SystemFault) before leaving them ``failed`` for the next run.
+TRANSIENT_ROUNDS = 2
+
+
+def batch_item_id(key: str) -> str:
+    """The ``bId`` of `key` inside a batch: 10 hex characters of its SHA-256 (Intuit: ≤ 10
+    characters when the batch carries a requestid). Deterministic, so a log line, a replayed
+    response and the ledger row name the same item."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:BATCH_ID_MAX]
+
+
+def batch_request_id(item_request_ids: Iterable[str]) -> str:
+    """The batch ``requestid`` (36 characters, Intuit's batch limit) for a set of items, from
+    their own request ids: the same items re-sent replay the first answer; any item re-tried
+    under a fresh request id (after a QuickBooks error) makes a new batch id."""
+    return str(uuid.uuid5(_BATCH_NAMESPACE, "\n".join(sorted(item_request_ids))))
+
+
+def chunks(items: Sequence[Any], size: int = BATCH_MAX_ITEMS) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# -------------------------------------------------------------------------------------------
+# customers
+
+
+def resolve_customers(
+    qbo: QuickBooksClient, wanted: dict[str, str | None], *, batch_size: int = BATCH_MAX_ITEMS,
+) -> dict[str, dict[str, Any] | ApiError]:
+    """Every customer in `wanted` ({DisplayName: currency to create it in, or None}), found
+    (inactive ones too, ``DisplayName IN`` queries) or created in batches; or the error that
+    kept it from existing (a refused name, an outage). ``QboReconnectRequired`` is raised."""
+    found: dict[str, dict[str, Any] | ApiError] = dict(qbo.find_customers(list(wanted)))
+    missing = sorted(n for n in wanted if n not in found)
+    for part in chunks(missing, batch_size):
+        by_bid = {batch_item_id("customer:" + name): name for name in part}
+        items = []
+        for bid, name in by_bid.items():
+            body: dict[str, Any] = {"DisplayName": name}
+            if wanted[name]:
+                body["CurrencyRef"] = {"value": wanted[name]}
+            items.append({"bId": bid, "operation": "create", "Customer": body})
+        try:
+            answers = qbo.batch(items)
+        except QboReconnectRequired:
+            raise
+        except ApiError as exc:
+            for name in part:
+                found[name] = exc
+            continue
+        for bid, name in by_bid.items():
+            answer = answers.get(bid)
+            error = batch_item_error(answer, qbo.realm_id) if answer is not None else _no_answer(qbo, bid)
+            if error is None and isinstance(answer.get("Customer"), dict):  # type: ignore[union-attr]
+                found[name] = dict(answer["Customer"])  # type: ignore[index]
+                continue
+            if error is not None and error.code == "6240":  # the name exists (created meanwhile?)
+                try:
+                    row = qbo.find_customer(name)
+                except QboReconnectRequired:
+                    raise
+                except ApiError as exc:
+                    row, error = None, exc
+                if row is not None:
+                    found[name] = row
+                    continue
+            found[name] = error or _no_answer(qbo, bid)
+    return found
+
+
+def _no_answer(qbo: QuickBooksClient, bid: str) -> ApiError:
+    return ApiUnavailable("quickbooks", "POST", f"/v3/company/{qbo.realm_id}/batch#{bid}", 200,
+                          api_message="the batch response has no item for this bId")
+
+
+# -------------------------------------------------------------------------------------------
+# invoices
+
+
+@dataclass(frozen=True)
+class SentItem:
+    ready: ReadyToSend
+    outcome: PostOutcome
+    transient: bool  # failed on a throttle/system fault of its own item: worth re-sending
+
+
+def send_invoice_batch(
+    ledger: Ledger, qbo: QuickBooksClient, ready: Sequence[ReadyToSend],
+) -> list[SentItem]:
+    """One batch call creating `ready` (≤ 30 keys whose ledger rows are already pending), then
+    each item's answer recorded on its own. A whole-batch failure (outage, timeout after the
+    retries) records every item failed: the next run looks each one up before re-sending.
+    ``QboReconnectRequired`` is raised after every item is recorded failed."""
+    bids = [batch_item_id(r.key) for r in ready]
+    if len(set(bids)) != len(bids):
+        raise ValueError("two invoice keys share a bId in one batch; split them")
+    items = [{"bId": bid, "operation": "create", "Invoice": r.body} for bid, r in zip(bids, ready)]
+    try:
+        answers = qbo.batch(items, batch_request_id(r.request_id for r in ready))
+    except ApiError as exc:
+        out = []
+        for r in ready:
+            # The batch as a whole failed: not these invoices' fault, so never "held".
+            outcome = finish_invoice(ledger, qbo, r, error=exc, is_rejection=lambda _e: False) \
+                if not isinstance(exc, QboReconnectRequired) else _failed_then(ledger, r, exc)
+            out.append(SentItem(r, outcome, transient=False))
+        if isinstance(exc, QboReconnectRequired):
+            raise
+        return out
+    out = []
+    for bid, r in zip(bids, ready):
+        answer = answers.get(bid)
+        error = batch_item_error(answer, qbo.realm_id) if answer is not None else _no_answer(qbo, bid)
+        invoice = answer.get("Invoice") if answer is not None and error is None else None
+        if error is None and not isinstance(invoice, dict):
+            error = _no_answer(qbo, bid)
+        if error is not None:
+            outcome = finish_invoice(ledger, qbo, r, error=error)
+            out.append(SentItem(r, outcome, transient=isinstance(error, (ApiRateLimited, ApiUnavailable))
+                                and outcome.outcome == "failed"))
+        else:
+            created = {**invoice, "intuit_tid": answer.get("intuit_tid")}  # type: ignore[union-attr,dict-item]
+            out.append(SentItem(r, finish_invoice(ledger, qbo, r, created=created), transient=False))
+    return out
+
+
+def _failed_then(ledger: Ledger, r: ReadyToSend, exc: Exception) -> PostOutcome:
+    from sync_pipelines.posting.protocol import _message
+
+    ledger.record_failed(r.key, _message(exc))
+    return PostOutcome(r.key, "failed", r.begin, message=_message(exc), error_class=type(exc).__name__)
