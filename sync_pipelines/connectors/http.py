@@ -664,10 +664,12 @@ class ApiTransport:
             started = self._clock()
             try:
                 with ExitStack() as stack:
-                    if self.limiter is not None:
-                        stack.enter_context(self.limiter.acquire())
+                    # The narrower budgets first (batch calls, search), so that waiting for one
+                    # never holds an in-flight slot of the general limiter.
                     for extra in extra_limiters:
                         stack.enter_context(extra.acquire())
+                    if self.limiter is not None:
+                        stack.enter_context(self.limiter.acquire())
                     started = self._clock()
                     response = self.client.request(
                         method, url, params=params, headers=req_headers, content=content, data=data
