@@ -31,7 +31,7 @@ from sync_pipelines.connectors.quickbooks import BATCH_MAX_ITEMS, QboReconnectRe
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.posting.drafts import PostingDraft
 from sync_pipelines.posting.drift import Drift, compare
-from sync_pipelines.posting.batches import TRANSIENT_ROUNDS, chunks, resolve_customers, send_invoice_batch
+from sync_pipelines.posting.batches import TRANSIENT_ROUNDS, batch_item_id, resolve_customers, send_invoice_batch
 from sync_pipelines.posting.protocol import PostOutcome, ReadyToSend, post_invoice, prepare_invoice
 
 log = logging.getLogger(__name__)
@@ -140,34 +140,42 @@ def post_drafts(
             refs[i] = ref
 
     todo = [i for i in ready if i in refs]
+    size = batch_size if batching else 1
     rounds = 0
     while todo:
         retry: list[int] = []
-        for part in chunks(todo, batch_size if batching else 1):
-            if stopping.requested():
-                for i in part:
-                    outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
-                        f"not attempted: the run was stopped ({stopping.signal_name()})"])
-                continue
-            if not batching:
-                i = part[0]
-                result = post_invoice(ledger, qbo, drafts[i].key, **_fields(drafts[i], refs[i], claimant, claimant_alive))
-                outcomes[i] = _finish(drafts[i], result, refs[i], ledger)
-                continue
-            to_send: list[tuple[int, ReadyToSend]] = []
-            for i in part:
-                prepared = prepare_invoice(ledger, qbo, drafts[i].key, **_fields(drafts[i], refs[i], claimant, claimant_alive))
-                if isinstance(prepared, PostOutcome):
-                    outcomes[i] = _finish(drafts[i], prepared, refs[i], ledger)
-                else:
-                    to_send.append((i, prepared))
-            if not to_send:
-                continue
+        to_send: list[tuple[int, ReadyToSend]] = []
+
+        def send() -> None:
+            # Only keys whose ledger rows are pending go out: recovered / posted / busy ones were
+            # settled by prepare_invoice, so every batch is filled to `size` with work to do.
             sent = send_invoice_batch(ledger, qbo, [r for _, r in to_send])
             for (i, _), item in zip(to_send, sent):
                 outcomes[i] = _finish(drafts[i], item.outcome, refs[i], ledger)
                 if item.transient and rounds < TRANSIENT_ROUNDS:
                     retry.append(i)
+            to_send.clear()
+
+        for i in todo:
+            if stopping.requested():
+                outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
+                    f"not attempted: the run was stopped ({stopping.signal_name()})"])
+                continue
+            fields = _fields(drafts[i], refs[i], claimant, claimant_alive)
+            if not batching:
+                outcomes[i] = _finish(drafts[i], post_invoice(ledger, qbo, drafts[i].key, **fields), refs[i], ledger)
+                continue
+            prepared = prepare_invoice(ledger, qbo, drafts[i].key, **fields)
+            if isinstance(prepared, PostOutcome):
+                outcomes[i] = _finish(drafts[i], prepared, refs[i], ledger)
+                continue
+            if batch_item_id(prepared.key) in {batch_item_id(r.key) for _, r in to_send}:
+                send()  # two keys with one bId (a 1-in-10^12 chance): never in the same batch
+            to_send.append((i, prepared))
+            if len(to_send) >= size:
+                send()
+        if to_send:
+            send()
         todo, rounds = retry, rounds + 1
         if todo:
             log.info("re-sending %d invoice(s) whose batch items failed transiently (round %d)", len(todo), rounds)
