@@ -34,6 +34,7 @@ from sync_pipelines import money
 from sync_pipelines.connectors.factory import hubspot_from_env, quickbooks_from_env
 from sync_pipelines.connectors.http import RetryPolicy
 from sync_pipelines.ledger import Ledger
+from sync_pipelines.ledger.call_budget import shared_call_budget
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import post_drafts
 from sync_pipelines.posting.writeback import drain_writebacks, enqueue_writebacks
@@ -110,7 +111,10 @@ def run(job: dict[str, Any], result_path: str) -> None:
     ledger = Ledger(job["ledger_url"], claim_seconds=job["claim_seconds"])
     # The chaos run injects 20-35 % faults: many short retries instead of production's long waits.
     fast = {"retry": RetryPolicy.fast(max_attempts=10, max_retry_after=2.0)} if job.get("fast_retries") else {}
-    qbo_client = quickbooks_from_env(ledger.tokens, job["env"], audit=ledger, oauth_kwargs=fast, **fast)
+    # The company's call budget in the ledger, shared with the other runs, as the product posts.
+    budget = shared_call_budget(ledger, job["env"]["QBO_REALM_ID"])
+    qbo_client = quickbooks_from_env(ledger.tokens, job["env"], audit=ledger, oauth_kwargs=fast,
+                                     limiter=budget.calls, batch_limiter=budget.batches, **fast)
     hubspot_client = hubspot_from_env(job["env"], audit=ledger, **fast)
     qbo, hubspot = CrashingQuickBooks(qbo_client), CrashingHubSpot(hubspot_client)
     drafts = posting_drafts(job["drafts"])
