@@ -118,7 +118,9 @@ def test_a_month_posts_in_batches_of_30_ledger_rows_first(world: World) -> None:
     assert Counter(o.outcome for o in outcomes) == {"posted": len(world.drafts)}
     assert all(o.total_matches for o in outcomes)
     invoice_batches = [n for kind, n in rec.batches if kind == "Invoice"]
-    assert invoice_batches == [30, len(world.drafts) - 30]
+    # Two batches in the air at once, each filled from the shared list: 33 invoices in 2 calls.
+    assert sum(invoice_batches) == len(world.drafts) and max(invoice_batches) <= 30
+    assert len(invoice_batches) == 2
     customer_batches = [n for kind, n in rec.batches if kind == "Customer"]
     assert sum(customer_batches) > 0 and max(customer_batches) <= 30  # new customers, in batches
     assert rec.single_creates == 0

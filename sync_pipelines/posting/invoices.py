@@ -20,7 +20,9 @@ row written before its batch is sent, every item's answer recorded on its own).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -100,6 +102,7 @@ def post_drafts(
     claimant: str | None = None,
     claimant_alive: Callable[[str], bool] | None = None,
     batch_size: int = BATCH_MAX_ITEMS,
+    concurrency: int = 3,
 ) -> list[PostingOutcome]:
     """Post every ready draft, record every held one; never stops half-way through a batch.
     Outcomes come back in the drafts' order.
@@ -107,8 +110,10 @@ def post_drafts(
     Customers are looked up together and the missing ones created in batches; invoices go in
     QuickBooks batches of `batch_size` (≤ 30) items, each item's ledger row committed before its
     batch is sent and each item's answer recorded on its own (:mod:`sync_pipelines.posting.batches`).
-    ``batch_size=1`` (or a client without ``batch``) posts one create call per invoice through
-    :func:`sync_pipelines.posting.protocol.post_invoice`, the same protocol.
+    Up to `concurrency` batches are in the air at once (each in its own thread, each with its own
+    keys). ``batch_size=1`` (or a client without ``batch``) posts one create call per invoice,
+    one after another, through :func:`sync_pipelines.posting.protocol.post_invoice`, the same
+    protocol.
 
     Transient failures leave the key pending or failed in the ledger and come back as ``failed``
     outcomes; the caller decides whether to fail the run (the Dagster asset does, so that a retry
@@ -140,43 +145,72 @@ def post_drafts(
             refs[i] = ref
 
     todo = [i for i in ready if i in refs]
-    size = batch_size if batching else 1
     rounds = 0
     while todo:
         retry: list[int] = []
-        to_send: list[tuple[int, ReadyToSend]] = []
+        source = iter(todo)
+        take = threading.Lock()
 
-        def send() -> None:
-            # Only keys whose ledger rows are pending go out: recovered / posted / busy ones were
-            # settled by prepare_invoice, so every batch is filled to `size` with work to do.
-            sent = send_invoice_batch(ledger, qbo, [r for _, r in to_send])
-            for (i, _), item in zip(to_send, sent):
-                outcomes[i] = _finish(drafts[i], item.outcome, refs[i], ledger)
-                if item.transient and rounds < TRANSIENT_ROUNDS:
-                    retry.append(i)
-            to_send.clear()
+        def next_draft() -> int | None:
+            with take:
+                return next(source, None)
 
-        for i in todo:
-            if stopping.requested():
-                outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
-                    f"not attempted: the run was stopped ({stopping.signal_name()})"])
-                continue
-            fields = _fields(drafts[i], refs[i], claimant, claimant_alive)
-            if not batching:
-                outcomes[i] = _finish(drafts[i], post_invoice(ledger, qbo, drafts[i].key, **fields), refs[i], ledger)
-                continue
-            prepared = prepare_invoice(ledger, qbo, drafts[i].key, **fields)
-            if isinstance(prepared, PostOutcome):
-                outcomes[i] = _finish(drafts[i], prepared, refs[i], ledger)
-                continue
-            if batch_item_id(prepared.key) in {batch_item_id(r.key) for _, r in to_send}:
-                send()  # two keys with one bId (a 1-in-10^12 chance): never in the same batch
-            to_send.append((i, prepared))
-            if len(to_send) >= size:
+        def stop(i: int) -> None:
+            outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
+                f"not attempted: the run was stopped ({stopping.signal_name()})"])
+
+        def one_by_one() -> None:
+            while (i := next_draft()) is not None:
+                if stopping.requested():
+                    stop(i)
+                    continue
+                result = post_invoice(ledger, qbo, drafts[i].key, **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                outcomes[i] = _finish(drafts[i], result, refs[i], ledger)
+
+        def batcher() -> None:
+            # Drafts are taken one at a time from the shared list; only keys whose ledger rows are
+            # pending go into a batch (recovered / posted / busy ones are settled by
+            # prepare_invoice), so every batch is filled to `batch_size` with work to do.
+            to_send: list[tuple[int, ReadyToSend]] = []
+
+            def send() -> None:
+                sent = send_invoice_batch(ledger, qbo, [r for _, r in to_send])
+                for (i, _), item in zip(to_send, sent):
+                    outcomes[i] = _finish(drafts[i], item.outcome, refs[i], ledger)
+                    if item.transient and rounds < TRANSIENT_ROUNDS:
+                        retry.append(i)
+                to_send.clear()
+
+            while (i := next_draft()) is not None:
+                if stopping.requested():
+                    stop(i)
+                    continue
+                prepared = prepare_invoice(ledger, qbo, drafts[i].key, **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                if isinstance(prepared, PostOutcome):
+                    outcomes[i] = _finish(drafts[i], prepared, refs[i], ledger)
+                    continue
+                if batch_item_id(prepared.key) in {batch_item_id(r.key) for _, r in to_send}:
+                    send()  # two keys with one bId (a 1-in-10^12 chance): never in the same batch
+                to_send.append((i, prepared))
+                if len(to_send) >= batch_size:
+                    send()
+            if to_send:
                 send()
-        if to_send:
-            send()
-        todo, rounds = retry, rounds + 1
+
+        if not batching:
+            one_by_one()
+        else:
+            # A few batches at once: while one waits for QuickBooks (150-400 ms a call, seconds
+            # for 30 invoices) the next one's ledger rows are written. The company's call budget
+            # (10 in flight, 40 batches a minute) is enforced below, in the client's limiters.
+            workers = max(1, min(concurrency, -(-len(todo) // batch_size)))
+            if workers == 1:
+                batcher()
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qbo-batch") as pool:
+                    for future in [pool.submit(batcher) for _ in range(workers)]:
+                        future.result()
+        todo, rounds = sorted(retry), rounds + 1
         if todo:
             log.info("re-sending %d invoice(s) whose batch items failed transiently (round %d)", len(todo), rounds)
     for i in ready:
