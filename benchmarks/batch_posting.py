@@ -45,25 +45,20 @@ PERIOD = "2026-10"
 CEILING_PER_MIN = 40 * 30
 
 
-class Counting:
-    """Counts QuickBooks calls by kind around a real client."""
+def _calls(ledger: Ledger, since: datetime) -> Counter:
+    """QuickBooks calls from the ledger's audit trail, by endpoint (and 429s)."""
+    import sqlalchemy as sa
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.calls: Counter = Counter()
+    from sync_pipelines.ledger.schema import audit_log
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._inner, name)
-        if name in ("batch", "create_invoice", "query", "create_customer"):
-            def counted(*a: Any, **kw: Any) -> Any:
-                if name == "batch":
-                    kinds = sorted({k for item in a[0] for k in item if k in ("Invoice", "Customer")})
-                    self.calls["batch:" + "+".join(kinds)] += 1
-                else:
-                    self.calls[name] += 1
-                return attr(*a, **kw)
-            return counted
-        return attr
+    c = audit_log.c
+    out: Counter = Counter()
+    with ledger.engine.connect() as conn:
+        for path, status in conn.execute(sa.select(c.path, c.status).where(c.system == "quickbooks", c.at >= since)):
+            out[path.rsplit("/", 1)[-1]] += 1
+            if status == 429:
+                out["429"] += 1
+    return out
 
 
 def _post(sb: SandboxServer, drafts: list[Any], ledger_url: str, batch_size: int) -> dict[str, Any]:
@@ -73,12 +68,12 @@ def _post(sb: SandboxServer, drafts: list[Any], ledger_url: str, batch_size: int
         budget = shared_call_budget(ledger, sb.realm_id)
         with quickbooks_from_env(ledger.tokens, sb.env(), audit=ledger, limiter=budget.calls,
                                  batch_limiter=budget.batches) as qbo:
-            client = Counting(qbo)
             qbo.oauth.access_token()  # the token exchange is not posting
+            since = datetime.now(timezone.utc)
             started = time.monotonic()
-            outcomes = post_drafts(drafts, qbo=client, ledger=ledger, home_currency="USD", batch_size=batch_size)
+            outcomes = post_drafts(drafts, qbo=qbo, ledger=ledger, home_currency="USD", batch_size=batch_size)
             wall = time.monotonic() - started
-        return {"wall": wall, "outcomes": Counter(o.outcome for o in outcomes), "calls": client.calls,
+        return {"wall": wall, "outcomes": Counter(o.outcome for o in outcomes), "calls": _calls(ledger, since),
                 "budget_wait": budget.waited}
     finally:
         ledger.dispose()

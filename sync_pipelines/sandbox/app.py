@@ -227,6 +227,9 @@ class Sandbox:
             ok, _, _ = self.windows.take(f"qbo:{realm}", rl.qbo_per_minute, 60.0)
             if not ok:
                 return self.qbo_throttled(), headers
+            ok, _, _ = self.windows.take(f"qbo-second:{realm}", rl.qbo_per_second, 1.0)
+            if not ok:
+                return self.qbo_throttled(), headers
         return None, headers
 
     @staticmethod
