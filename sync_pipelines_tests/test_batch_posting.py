@@ -191,3 +191,23 @@ def test_batch_size_one_posts_one_call_per_invoice(world: World) -> None:
     assert rec.single_creates == 4 and not [b for b in rec.batches if b[0] == "Invoice"]
     with pytest.raises(ValueError):
         _post(world, world.drafts[:1], batch_size=31)
+
+
+@pytest.mark.parametrize("fault, kind", [
+    ({"type": "ValidationFault", "Error": [{"Message": "Invalid Reference Id", "Detail": "Item 9 not found", "code": "2500"}]},
+     "ApiValidationError"),
+    ({"type": "ValidationFault", "Error": [{"Message": "Duplicate Document Number Error", "code": "6140"}]},
+     "ApiValidationError"),
+    ({"type": "SERVICE", "Error": [{"Message": "message=ThrottleExceeded; errorCode=003001", "code": "3001"}]},
+     "ApiRateLimited"),
+    ({"type": "SystemFault", "Error": [{"Message": "An application error has occurred", "code": "10000"}]},
+     "ApiUnavailable"),
+])
+def test_a_batch_item_fault_becomes_the_error_a_single_call_raises(fault, kind) -> None:
+    from sync_pipelines.connectors.quickbooks import batch_item_error
+
+    assert batch_item_error({"bId": "abc", "Invoice": {"Id": "1"}}, "9130") is None
+    error = batch_item_error({"bId": "abc", "Fault": fault, "intuit_tid": "tid-1"}, "9130")
+    assert type(error).__name__ == kind
+    assert error.code == fault["Error"][0]["code"] and error.trace_id == "tid-1"
+    assert "/v3/company/9130/batch#abc" in str(error)

@@ -34,6 +34,7 @@ from .http import (
     ApiNotFound,
     ApiRateLimited,
     ApiTransport,
+    ApiUnavailable,
     ApiValidationError,
     AuditSink,
     Clock,
