@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 #: A slot left behind by a process that died is freed after this many seconds.
 DEFAULT_LEASE_SECONDS = 120.0
 _IN_FLIGHT_POLL = 0.02  # seconds between looks when all 10 slots are in flight
+_MARGIN_MS = 1_000  # added to each minute window (a tenth of it to the second window)
 _PRUNE_EVERY = 64  # acquisitions between deletes of slots older than two minutes
 
 
@@ -90,10 +91,12 @@ class CallBudget:
             if paused is not None and paused > now:
                 return None, (paused - now) / 1000
             mine = (s.realm_id == self.realm_id) & (s.kind == kind)
+            # Windows a little longer than Intuit's: our slot starts before the request reaches
+            # QuickBooks, and a call arriving a few ms early in its window would be a 429.
             if kind == "batch":
-                checks = [(self.batches_per_minute, 60_000)]
+                checks = [(self.batches_per_minute, 60_000 + _MARGIN_MS)]
             else:
-                checks = [(self.per_minute, 60_000), (self.per_second, 1_000)]
+                checks = [(self.per_minute, 60_000 + _MARGIN_MS), (self.per_second, 1_000 + _MARGIN_MS // 10)]
             for limit, window in checks:
                 # The oldest slot that must leave the window before one more fits in it.
                 row = conn.execute(
