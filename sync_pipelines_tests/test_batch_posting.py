@@ -170,7 +170,8 @@ def test_a_lost_batch_answer_resumes_by_lookup_without_duplicates(world: World) 
     by_key = {o.key: o.outcome for o in again}
     assert {by_key[d.key] for d in world.drafts[:5]} == {"recovered"}
     assert Counter(by_key.values()) == {"recovered": 5, "posted": len(world.drafts) - 5}
-    assert [n for kind, n in rec.batches if kind == "Invoice"] == [len(world.drafts) - 5]  # refilled to 30
+    sent = [n for kind, n in rec.batches if kind == "Invoice"]
+    assert sum(sent) == len(world.drafts) - 5 and max(sent) <= 30  # the recovered ones are not re-sent
     docs = _invoices_by_doc(world)
     assert all(docs[d.doc_number] == 1 for d in world.drafts) and sum(docs.values()) == len(world.drafts)
 

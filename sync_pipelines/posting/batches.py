@@ -135,40 +135,52 @@ def send_invoice_batch(
     ledger: Ledger, qbo: QuickBooksClient, ready: Sequence[ReadyToSend],
 ) -> list[SentItem]:
     """One batch call creating `ready` (≤ 30 keys whose ledger rows are already pending), then
-    each item's answer recorded on its own. A whole-batch failure (outage, timeout after the
-    retries) records every item failed: the next run looks each one up before re-sending.
-    ``QboReconnectRequired`` is raised after every item is recorded failed."""
+    each item's answer recorded on its own -- in one ledger transaction, except the duplicate
+    DocNumber items (6140), whose invoice is looked up first. A whole-batch failure (outage,
+    timeout after the retries) records every item failed: the next run looks each one up before
+    re-sending. ``QboReconnectRequired`` is raised after every item is recorded failed."""
     bids = [batch_item_id(r.key) for r in ready]
     if len(set(bids)) != len(bids):
         raise ValueError("two invoice keys share a bId in one batch; split them")
     items = [{"bId": bid, "operation": "create", "Invoice": r.body} for bid, r in zip(bids, ready)]
     try:
         answers = qbo.batch(items, batch_request_id(r.request_id for r in ready))
+    except QboReconnectRequired as exc:
+        with ledger.one_transaction():
+            for r in ready:
+                _failed_then(ledger, r, exc)
+        raise
     except ApiError as exc:
-        out = []
-        for r in ready:
+        with ledger.one_transaction():
             # The batch as a whole failed: not these invoices' fault, so never "held".
-            outcome = finish_invoice(ledger, qbo, r, error=exc, is_rejection=lambda _e: False) \
-                if not isinstance(exc, QboReconnectRequired) else _failed_then(ledger, r, exc)
-            out.append(SentItem(r, outcome, transient=False))
-        if isinstance(exc, QboReconnectRequired):
-            raise
-        return out
-    out = []
+            return [SentItem(r, finish_invoice(ledger, qbo, r, error=exc, is_rejection=lambda _e: False), False)
+                    for r in ready]
+    answered: list[tuple[ReadyToSend, ApiError | None, dict[str, Any] | None]] = []
     for bid, r in zip(bids, ready):
         answer = answers.get(bid)
         error = batch_item_error(answer, qbo.realm_id) if answer is not None else _no_answer(qbo, bid)
         invoice = answer.get("Invoice") if answer is not None and error is None else None
         if error is None and not isinstance(invoice, dict):
             error = _no_answer(qbo, bid)
-        if error is not None:
-            outcome = finish_invoice(ledger, qbo, r, error=error)
-            out.append(SentItem(r, outcome, transient=isinstance(error, (ApiRateLimited, ApiUnavailable))
-                                and outcome.outcome == "failed"))
-        else:
-            created = {**invoice, "intuit_tid": answer.get("intuit_tid")}  # type: ignore[union-attr,dict-item]
-            out.append(SentItem(r, finish_invoice(ledger, qbo, r, created=created), transient=False))
-    return out
+        created = None if error is not None else {**invoice, "intuit_tid": answer.get("intuit_tid")}  # type: ignore[union-attr,dict-item]
+        answered.append((r, error, created))
+
+    def record(r: ReadyToSend, error: ApiError | None, created: dict[str, Any] | None) -> SentItem:
+        if error is None:
+            return SentItem(r, finish_invoice(ledger, qbo, r, created=created), transient=False)
+        outcome = finish_invoice(ledger, qbo, r, error=error)
+        return SentItem(r, outcome, transient=isinstance(error, (ApiRateLimited, ApiUnavailable))
+                        and outcome.outcome == "failed")
+
+    out: dict[int, SentItem] = {}
+    with ledger.one_transaction():
+        for n, (r, error, created) in enumerate(answered):
+            if error is None or error.code != "6140":
+                out[n] = record(r, error, created)
+    for n, (r, error, created) in enumerate(answered):
+        if n not in out:  # 6140: our invoice exists; looked up (an API call) and recovered
+            out[n] = record(r, error, created)
+    return [out[n] for n in range(len(answered))]
 
 
 def _failed_then(ledger: Ledger, r: ReadyToSend, exc: Exception) -> PostOutcome:

@@ -34,7 +34,7 @@ from sync_pipelines.ledger import Ledger
 from sync_pipelines.posting.drafts import PostingDraft
 from sync_pipelines.posting.drift import Drift, compare
 from sync_pipelines.posting.batches import TRANSIENT_ROUNDS, batch_item_id, resolve_customers, send_invoice_batch
-from sync_pipelines.posting.protocol import PostOutcome, ReadyToSend, post_invoice, prepare_invoice
+from sync_pipelines.posting.protocol import NeedsLookup, PostOutcome, ReadyToSend, post_invoice, prepare_invoice
 
 log = logging.getLogger(__name__)
 
@@ -168,34 +168,48 @@ def post_drafts(
                 outcomes[i] = _finish(drafts[i], result, refs[i], ledger)
 
         def batcher() -> None:
-            # Drafts are taken one at a time from the shared list; only keys whose ledger rows are
-            # pending go into a batch (recovered / posted / busy ones are settled by
-            # prepare_invoice), so every batch is filled to `batch_size` with work to do.
-            to_send: list[tuple[int, ReadyToSend]] = []
-
-            def send() -> None:
-                sent = send_invoice_batch(ledger, qbo, [r for _, r in to_send])
-                for (i, _), item in zip(to_send, sent):
-                    outcomes[i] = _finish(drafts[i], item.outcome, refs[i], ledger)
-                    if item.transient and rounds < TRANSIENT_ROUNDS:
-                        retry.append(i)
-                to_send.clear()
-
-            while (i := next_draft()) is not None:
-                if stopping.requested():
-                    stop(i)
-                    continue
-                prepared = prepare_invoice(ledger, qbo, drafts[i].key, **_fields(drafts[i], refs[i], claimant, claimant_alive))
-                if isinstance(prepared, PostOutcome):
-                    outcomes[i] = _finish(drafts[i], prepared, refs[i], ledger)
-                    continue
-                if batch_item_id(prepared.key) in {batch_item_id(r.key) for _, r in to_send}:
-                    send()  # two keys with one bId (a 1-in-10^12 chance): never in the same batch
-                to_send.append((i, prepared))
-                if len(to_send) >= batch_size:
-                    send()
-            if to_send:
-                send()
+            # Drafts are taken from the shared list a batch at a time; their ledger rows are
+            # written in one transaction (one commit for 30 rows), committed before the batch is
+            # sent. Keys settled without a call (already posted, drift, busy, recovered by the
+            # lookup) leave room that the next drafts fill, so every batch carries `batch_size`.
+            while True:
+                to_send: list[tuple[int, ReadyToSend]] = []
+                while len(to_send) < batch_size:
+                    chunk = [i for _ in range(batch_size - len(to_send)) if (i := next_draft()) is not None]
+                    if not chunk:
+                        break
+                    settled: list[tuple[int, PostOutcome]] = []
+                    lookups: list[int] = []
+                    with ledger.one_transaction():
+                        for i in chunk:
+                            if stopping.requested():
+                                stop(i)
+                                continue
+                            prepared = prepare_invoice(ledger, qbo, drafts[i].key, lookup=False,
+                                                       **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                            if isinstance(prepared, NeedsLookup):
+                                lookups.append(i)
+                            elif isinstance(prepared, PostOutcome):
+                                settled.append((i, prepared))
+                            else:
+                                to_send.append((i, prepared))
+                    for i in lookups:  # pending from an earlier attempt: fingerprint lookup first
+                        prepared = prepare_invoice(ledger, qbo, drafts[i].key,
+                                                   **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                        if isinstance(prepared, PostOutcome):
+                            settled.append((i, prepared))
+                        elif isinstance(prepared, ReadyToSend):
+                            to_send.append((i, prepared))
+                    for i, result in settled:
+                        outcomes[i] = _finish(drafts[i], result, refs[i], ledger)
+                if not to_send:
+                    return
+                for part in _distinct_bids(to_send):
+                    sent = send_invoice_batch(ledger, qbo, [r for _, r in part])
+                    for (i, _), item in zip(part, sent):
+                        outcomes[i] = _finish(drafts[i], item.outcome, refs[i], ledger)
+                        if item.transient and rounds < TRANSIENT_ROUNDS:
+                            retry.append(i)
 
         if not batching:
             one_by_one()
@@ -218,6 +232,20 @@ def post_drafts(
             outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
                 f"not attempted: the run was stopped ({stopping.signal_name()})"])
     return [outcomes[i] for i in range(len(drafts))]
+
+
+def _distinct_bids(items: list[tuple[int, ReadyToSend]]) -> list[list[tuple[int, ReadyToSend]]]:
+    """`items` as batches without two keys of one bId (a 1-in-10^12 chance; never in one batch)."""
+    parts: list[list[tuple[int, ReadyToSend]]] = []
+    for item in items:
+        bid = batch_item_id(item[1].key)
+        for part in parts:
+            if all(batch_item_id(r.key) != bid for _, r in part):
+                part.append(item)
+                break
+        else:
+            parts.append([item])
+    return parts
 
 
 def _fields(draft: PostingDraft, customer_ref: dict[str, str], claimant: str | None,

@@ -142,11 +142,20 @@ class ReadyToSend:
     doc_number: str
 
 
+@dataclass(frozen=True)
+class NeedsLookup:
+    """``prepare_invoice(..., lookup=False)`` found the key pending from an earlier attempt: call
+    it again with ``lookup=True`` (outside any ``one_transaction``: the lookup is an API call)."""
+
+    key: str
+
+
 def prepare_invoice(
     ledger: Ledger,
     qbo: QboInvoiceApi,
     key: str,
     *,
+    lookup: bool = True,
     realm_id: str,
     client_key: str,
     period: str,
@@ -162,7 +171,7 @@ def prepare_invoice(
     carry_forward_hours: Decimal | None = None,
     claimant: str | None = None,
     claimant_alive: Callable[[str], bool] | None = None,
-) -> ReadyToSend | PostOutcome:
+) -> ReadyToSend | PostOutcome | NeedsLookup:
     """Steps 1-2 of the protocol: the ledger row (exact payload + hash, pending, claimed) is
     committed, and a pending key left by an earlier attempt is first looked up by its fingerprint.
     Returns what to send, or the outcome when nothing is to be sent (already posted, recovered,
@@ -175,6 +184,8 @@ def prepare_invoice(
     )
     r = ledger.begin_posting(key, **fields)
 
+    if r.action == "resume_pending" and not lookup:
+        return NeedsLookup(key)
     if r.action == "resume_pending":
         try:
             found = find_posted(qbo, payload, r.doc_number or doc_number)
