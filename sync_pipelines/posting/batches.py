@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,45 +74,72 @@ def chunks(items: Sequence[Any], size: int = BATCH_MAX_ITEMS) -> Iterable[Sequen
 
 def resolve_customers(
     qbo: QuickBooksClient, wanted: dict[str, str | None], *, batch_size: int = BATCH_MAX_ITEMS,
+    concurrency: int = 3,
 ) -> dict[str, dict[str, Any] | ApiError]:
     """Every customer in `wanted` ({DisplayName: currency to create it in, or None}), found
-    (inactive ones too, ``DisplayName IN`` queries) or created in batches; or the error that
-    kept it from existing (a refused name, an outage). ``QboReconnectRequired`` is raised."""
-    found: dict[str, dict[str, Any] | ApiError] = dict(qbo.find_customers(list(wanted)))
-    missing = sorted(n for n in wanted if n not in found)
-    for part in chunks(missing, batch_size):
-        by_bid = {batch_item_id("customer:" + name): name for name in part}
-        items = []
-        for bid, name in by_bid.items():
-            body: dict[str, Any] = {"DisplayName": name}
-            if wanted[name]:
-                body["CurrencyRef"] = {"value": wanted[name]}
-            items.append({"bId": bid, "operation": "create", "Customer": body})
-        try:
-            answers = qbo.batch(items)
-        except QboReconnectRequired:
-            raise
-        except ApiError as exc:
-            for name in part:
-                found[name] = exc
+    (inactive ones too, ``DisplayName IN`` queries of 50 names) or created in batches; or the
+    error that kept it from existing (a refused name, an outage). Up to `concurrency` queries or
+    batches at once (the company's budget caps them further). ``QboReconnectRequired`` is raised."""
+    names = sorted(wanted)
+    lookups = [names[i : i + 50] for i in range(0, len(names), 50)]
+    found: dict[str, dict[str, Any] | ApiError] = {}
+    for part in _each(concurrency, lambda part: _find_customers(qbo, part), lookups):
+        found.update(part)
+    missing = [n for n in names if n not in found]
+    for created in _each(concurrency, lambda part: _create_customers(qbo, wanted, part), list(chunks(missing, batch_size))):
+        found.update(created)
+    return found
+
+
+def _find_customers(qbo: QuickBooksClient, part: Sequence[str]) -> dict[str, dict[str, Any] | ApiError]:
+    try:
+        return dict(qbo.find_customers(part))
+    except QboReconnectRequired:
+        raise
+    except ApiError as exc:  # an outage: these drafts fail (not held), the next run retries
+        return {name: exc for name in part}
+
+
+def _each(concurrency: int, fn: Any, parts: list[Any]) -> list[Any]:
+    if concurrency <= 1 or len(parts) <= 1:
+        return [fn(p) for p in parts]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(parts)), thread_name_prefix="qbo-customers") as pool:
+        return list(pool.map(fn, parts))
+
+
+def _create_customers(qbo: QuickBooksClient, wanted: dict[str, str | None],
+                      part: Sequence[str]) -> dict[str, dict[str, Any] | ApiError]:
+    found: dict[str, dict[str, Any] | ApiError] = {}
+    by_bid = {batch_item_id("customer:" + name): name for name in part}
+    items = []
+    for bid, name in by_bid.items():
+        body: dict[str, Any] = {"DisplayName": name}
+        if wanted[name]:
+            body["CurrencyRef"] = {"value": wanted[name]}
+        items.append({"bId": bid, "operation": "create", "Customer": body})
+    try:
+        answers = qbo.batch(items)
+    except QboReconnectRequired:
+        raise
+    except ApiError as exc:
+        return {name: exc for name in part}
+    for bid, name in by_bid.items():
+        answer = answers.get(bid)
+        error = batch_item_error(answer, qbo.realm_id) if answer is not None else _no_answer(qbo, bid)
+        if error is None and isinstance(answer.get("Customer"), dict):  # type: ignore[union-attr]
+            found[name] = dict(answer["Customer"])  # type: ignore[index]
             continue
-        for bid, name in by_bid.items():
-            answer = answers.get(bid)
-            error = batch_item_error(answer, qbo.realm_id) if answer is not None else _no_answer(qbo, bid)
-            if error is None and isinstance(answer.get("Customer"), dict):  # type: ignore[union-attr]
-                found[name] = dict(answer["Customer"])  # type: ignore[index]
+        if error is not None and error.code == "6240":  # the name exists (created meanwhile?)
+            try:
+                row = qbo.find_customer(name)
+            except QboReconnectRequired:
+                raise
+            except ApiError as exc:
+                row, error = None, exc
+            if row is not None:
+                found[name] = row
                 continue
-            if error is not None and error.code == "6240":  # the name exists (created meanwhile?)
-                try:
-                    row = qbo.find_customer(name)
-                except QboReconnectRequired:
-                    raise
-                except ApiError as exc:
-                    row, error = None, exc
-                if row is not None:
-                    found[name] = row
-                    continue
-            found[name] = error or _no_answer(qbo, bid)
+        found[name] = error or _no_answer(qbo, bid)
     return found
 
 
