@@ -6,9 +6,11 @@
 1. A month of `--clients` clients is generated and priced (not timed); the sandbox serves it with
    the real limits (500 calls/min, 10 in flight, 40 batch calls/min, 30 items a batch) and
    `--latency` added to every QuickBooks call.
+   The sandbox runs in its own process (`sync-pipelines sandbox serve --latency ...`), as
+   QuickBooks does: its CPU is not the poster's.
 2. First month: `post_drafts` (batches of 30) creates every customer and every invoice, through the
    ledger-backed call budget, on a SQLite ledger. Then the same invoices again on a fresh ledger
-   and a reset sandbox whose customers already exist: invoices only. Each: wall time, invoices/min
+   and a fresh sandbox whose customers already exist: invoices only. Each: wall time, invoices/min
    against the ceiling (40 batches x 30 = 1,200 invoices/min), QuickBooks calls by kind, the
    budget's own wait.
 3. `--single N`: the first N invoices one create call per invoice (``batch_size=1``), the way
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,13 +36,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from sync_pipelines import money
 from sync_pipelines.connectors.factory import quickbooks_from_env
 from sync_pipelines.connectors.http import RateLimiter
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.ledger.call_budget import CallBudget, shared_call_budget
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import post_drafts
-from sync_pipelines.sandbox import SandboxServer, generate_fixture
+from sync_pipelines.sandbox import generate_fixture
+from sync_pipelines.serving import free_port, stop_process
 from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
@@ -61,12 +69,14 @@ def _calls(ledger: Ledger, since: datetime) -> Counter:
     return out
 
 
-def _post(sb: SandboxServer, drafts: list[Any], ledger_url: str, batch_size: int) -> dict[str, Any]:
+def _post(env: dict[str, str], drafts: list[Any], ledger_url: str, batch_size: int) -> dict[str, Any]:
     ledger = Ledger(ledger_url)
     ledger.migrate()
     try:
-        budget = shared_call_budget(ledger, sb.realm_id)
-        with quickbooks_from_env(ledger.tokens, sb.env(), audit=ledger, limiter=budget.calls,
+        budget = shared_call_budget(ledger, env["QBO_REALM_ID"])
+        # The refresh token rotates on every refresh: start from the sandbox's current one.
+        env = {**env, "QBO_REFRESH_TOKEN": _state(env)["sandbox"]["oauth"]["refresh_token"]}
+        with quickbooks_from_env(ledger.tokens, env, audit=ledger, limiter=budget.calls,
                                  batch_limiter=budget.batches) as qbo:
             qbo.oauth.access_token()  # the token exchange is not posting
             since = datetime.now(timezone.utc)
@@ -79,14 +89,31 @@ def _post(sb: SandboxServer, drafts: list[Any], ledger_url: str, batch_size: int
         ledger.dispose()
 
 
-def _forget_invoices(sb: SandboxServer) -> None:
+def _start_sandbox(fixture: Path, latency: str, log: Any) -> tuple[subprocess.Popen, dict[str, str]]:
+    """`sync-pipelines sandbox serve --latency ...` as a child (real limits); its exported env."""
+    proc = subprocess.Popen([sys.executable, "-m", "sync_pipelines.cli", "sandbox", "serve", "--fixture", str(fixture),
+                             "--port", str(free_port()), "--latency", latency],
+                            stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    env: dict[str, str] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].strip().partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+        elif line.startswith("# sandbox ready"):
+            return proc, env
+    raise SystemExit(f"the sandbox exited with status {proc.wait()} before it was ready")
+
+
+def _state(env: dict[str, str]) -> dict[str, Any]:
+    return money.loads(httpx.get(env["QBO_BASE_URL"] + "/_sandbox/state", timeout=120).content)
+
+
+def _without_invoices(state: dict[str, Any]) -> dict[str, Any]:
     """The sandbox as it was after the customers were created: no invoices, no replays."""
-    state = sb.state()
     state["quickbooks"]["invoices"] = []
     state.setdefault("sandbox", {})["qbo_requests"] = {}
-    with sb.sandbox.st.lock:
-        sb.sandbox.st.load(state)
-    sb.set_rate_limits("real")
+    return state
 
 
 def _budget_cost(url: str, n: int) -> float:
@@ -128,35 +155,37 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="batch-posting-"))
     fixture, rules_yaml = generate_fixture(clients=args.clients + 1, entries=(args.clients + 1) * 4, seed=9, month=PERIOD)
+    (tmp / "month.json").write_bytes(money.dumps(fixture).encode())
     rows = []
-    with SandboxServer(fixture, rate_limits="real", rotate_refresh_tokens="never", qbo_latency=args.latency) as sb:
+    log = open(tmp / "sandbox.log", "w")
+    # The sandbox in its own process, as QuickBooks is: its CPU is not the poster's.
+    proc, env = _start_sandbox(tmp / "month.json", args.latency, log)
+    try:
         pricing = Ledger(f"sqlite:///{tmp}/pricing.db")
         pricing.migrate()
-        sb.set_qbo_latency(None)
-        month = sm.price(sb.env(), rules_yaml, PERIOD, pricing)
+        month = sm.price(env, rules_yaml, PERIOD, pricing)
         pricing.dispose()
         drafts = [d for d in posting_drafts(month.drafts) if d.status == "ready"]
-        sb.set_rate_limits("real")  # pricing's calls do not count against posting's minute
-        sb.set_qbo_latency(args.latency)
-
         print(f"{len(drafts)} invoices, {len({d.customer_name for d in drafts})} customers", file=sys.stderr)
-        first = _post(sb, drafts, f"sqlite:///{tmp}/first.db", 30)
+        time.sleep(args.settle)  # pricing's calls leave the throttle windows
+        first = _post(env, drafts, f"sqlite:///{tmp}/first.db", 30)
         rows.append(("first month: customers + invoices, batches of 30", len(drafts), first))
         print(rows[-1], file=sys.stderr)
+        after = _state(env)
+    finally:
+        stop_process(proc)
 
-        # Same month on a fresh ledger, customers already in QuickBooks, invoices not.
-        _forget_invoices(sb)
-        time.sleep(args.settle)  # the previous run's minute leaves the windows
-        again = _post(sb, drafts, f"sqlite:///{tmp}/again.db", 30)
-        rows.append(("invoices only (customers exist), batches of 30", len(drafts), again))
+    # Same month on a fresh ledger against a sandbox whose customers exist and invoices do not.
+    (tmp / "customers.json").write_bytes(money.dumps(_without_invoices(after)).encode())
+    for name, n, size in [("invoices only (customers exist), batches of 30", len(drafts), 30)] + (
+            [("invoices only, one create call per invoice", args.single, 1)] if args.single else []):
+        proc, env = _start_sandbox(tmp / "customers.json", args.latency, log)
+        try:
+            result = _post(env, drafts[:n], f"sqlite:///{tmp}/run-{size}.db", size)
+        finally:
+            stop_process(proc)
+        rows.append((name, n, result))
         print(rows[-1], file=sys.stderr)
-
-        if args.single:
-            _forget_invoices(sb)
-            time.sleep(args.settle)
-            single = _post(sb, drafts[: args.single], f"sqlite:///{tmp}/single.db", 1)
-            rows.append(("invoices only, one create call per invoice", args.single, single))
-            print(rows[-1], file=sys.stderr)
 
     costs = {"in-process limiter": _local_cost(args.budget_calls * 10),
              "shared budget, SQLite ledger": _budget_cost(f"sqlite:///{tmp}/budget.db", args.budget_calls)}
