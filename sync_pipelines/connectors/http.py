@@ -718,9 +718,12 @@ class ApiTransport:
             self.total_slept += wait
             if isinstance(error, ApiRateLimited):
                 # A budget shared with other processes (ledger-backed) pauses them all, not only us.
+                told: list[Any] = []
                 for budget in (self.limiter, *extra_limiters):
                     throttled = getattr(budget, "throttled", None)
-                    if throttled is not None:
+                    owner = getattr(budget, "budget", budget)  # two gates of one budget: told once
+                    if throttled is not None and not any(owner is o for o in told):
+                        told.append(owner)
                         throttled(wait)
             log.info("%s %s %s: %s; retrying in %.2fs (attempt %d/%d)", self.system, method, path,
                      type(error).__name__, wait, attempt + 1, policy.max_attempts)

@@ -109,3 +109,34 @@ def test_a_dead_process_slot_is_freed_after_its_lease(migrated_url: str) -> None
         assert third is None and wait > 0  # the live slot counts
     finally:
         ledger.dispose()
+
+
+def test_a_429_seen_by_the_client_pauses_the_shared_budget(migrated_url: str) -> None:
+    """Through the real transport: QuickBooks answers 429 once; while the client waits its
+    Retry-After, another process's next call would wait too (the pause is in the ledger)."""
+    import httpx
+
+    from sync_pipelines.connectors.http import ApiTransport, RetryPolicy
+    from sync_pipelines.ledger.schema import qbo_call_pauses
+
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json={})])
+    seen: list[tuple[float, float | None]] = []
+    ledger = Ledger(migrated_url)
+    try:
+        budget = CallBudget(ledger, REALM)
+
+        def waiting(seconds: float) -> None:
+            slot, wait = CallBudget(ledger, REALM)._try_take("call")  # "another process"
+            seen.append((seconds, None if slot is not None else wait))
+            with ledger.engine.begin() as conn:  # ... and the 7 s go by
+                conn.execute(qbo_call_pauses.delete())
+
+        transport = ApiTransport("quickbooks", "http://qbo.test", limiter=budget.calls,
+                                 retry=RetryPolicy(max_retry_after=60), sleep=waiting,
+                                 transport=httpx.MockTransport(lambda request: next(answers)))
+        assert transport.request("POST", "/v3/company/1/batch", extra_limiters=[budget.batches]).status_code == 200
+        [(slept, other_wait)] = seen
+        assert slept == 7.0 and other_wait is not None and 6.0 < other_wait <= 7.0
+        assert len(_slots(migrated_url, "batch")) == 2  # the retry took a batch slot again
+    finally:
+        ledger.dispose()
