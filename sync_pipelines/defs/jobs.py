@@ -86,6 +86,8 @@ def post_month_after_extract(context: dg.RunStatusSensorContext):
     month = context.dagster_run.tags.get("dagster/partition")
     if not month:
         return dg.SkipReason("the extract run has no month partition")
+    if context.dagster_run.tags.get("sync/trigger") == "cli":
+        return dg.SkipReason("`sync-pipelines bill` posts the month itself, in process")
     if not context.instance.get_dynamic_partitions(clients.name):
         return dg.SkipReason("no client is registered: the billing rules list none")
     # One request per extract run: a re-extract re-posts (idempotently), a repeated tick never does.
