@@ -98,12 +98,12 @@ def post_month_after_extract(context: dg.RunStatusSensorContext):
     )
 
 
-def _follow_up(context: dg.RunStatusSensorContext):
+def _follow_up(context: dg.RunStatusSensorContext, *, after_failure: bool):
     run = context.dagster_run
     month = month_of_run(run)
     if not month:
         return dg.SkipReason("the posting run has no month partition")
-    if run.status == dg.DagsterRunStatus.FAILURE and not context.instance.get_records_for_run(
+    if after_failure and not context.instance.get_records_for_run(
         run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=1
     ).records:
         return dg.SkipReason("the posting run failed before recording any client-month")
@@ -123,7 +123,7 @@ def _follow_up(context: dg.RunStatusSensorContext):
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def follow_up_month_after_posting(context: dg.RunStatusSensorContext):
-    return _follow_up(context)
+    return _follow_up(context, after_failure=False)
 
 
 @dg.run_status_sensor(
@@ -136,4 +136,4 @@ def follow_up_month_after_posting(context: dg.RunStatusSensorContext):
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def follow_up_month_after_partial_posting(context: dg.RunStatusSensorContext):
-    return _follow_up(context)
+    return _follow_up(context, after_failure=True)
