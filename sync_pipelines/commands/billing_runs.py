@@ -150,7 +150,6 @@ def bill_month(
     request (:mod:`sync_pipelines.stopping`) is honoured between runs and, inside posting,
     between invoices (those not attempted come back as ``stopped``).
     """
-    from sync_pipelines.defs.billing.assets import client_document
     from sync_pipelines.defs.jobs import ONLY_CLIENT_TAG
     from sync_pipelines.defs.partitions import client_month_key, month_posting_tags
 
@@ -183,10 +182,13 @@ def bill_month(
             raise SystemExit(f"error: client {client!r} is not in the billing rules ({', '.join(client_keys)})")
         client_keys = [client]
     document = read_stored(store, "invoice_drafts", period)
+    invoices_by_client: dict[str, list[dict[str, Any]]] = {}
+    for inv in document["invoices"]:
+        invoices_by_client.setdefault(inv["client_key"], []).append(inv)
     output = config.output_dir() / period
     for key in client_keys:
         run.clients.append(ClientMonth(client_key=key, period=period, run_id=extract.run_id, success=True,
-                                       drafts=client_document(document, key),
+                                       drafts={**document, "invoices": invoices_by_client.get(key, [])},
                                        preview_path=output / key / "invoice_preview.csv"))
     if dry_run:
         if out_dir is not None:

@@ -43,11 +43,6 @@ def _line_item_deals_metadata(result) -> dict:
     )}
 
 
-def client_document(document: dict, client_key: str) -> dict:
-    """The month's drafts document narrowed to one client's invoices (what `bill` prints)."""
-    return {**document, "invoices": [i for i in document["invoices"] if i["client_key"] == client_key]}
-
-
 @dg.asset(partitions_def=monthly, group_name="extract", kinds={"yaml"}, code_version="1")
 def billing_rules(context: dg.AssetExecutionContext, rules: RulesResource) -> dg.Output[dict]:
     """The billing rules file as it was when the month was billed (rates, rounding, discounts, caps).
@@ -270,11 +265,21 @@ def reconciliation_report(
     empty_entries = billable_entries.iloc[0:0]
     outcomes_by_client = {client_and_month(k)[0]: frame for k, frame in qbo_invoices.items()}
     posted_clients = sorted(outcomes_by_client)
+    drafts_by_client: dict[str, list[dict]] = {}
+    for inv in invoice_drafts["invoices"]:
+        drafts_by_client.setdefault(inv["client_key"], []).append(inv)
+    # The report compares a client's customers with the month's QuickBooks invoices: hand each
+    # client only its customers' invoices, or the month costs clients x invoices.
+    existing_by_customer = _by_client(qbo_existing_invoices, "customer_name")
+    empty_existing = qbo_existing_invoices.iloc[0:0]
     frames = []
     for client_key in posted_clients:
         outcomes = outcomes_by_client[client_key]
-        report = build_report(entries.get(client_key, empty_entries), client_document(invoice_drafts, client_key),
-                              outcomes, qbo_existing_invoices)
+        drafts = {**invoice_drafts, "invoices": drafts_by_client.get(client_key, [])}
+        customers = sorted({i["customer_name"] for i in drafts["invoices"]})
+        existing = (pd.concat([existing_by_customer[c] for c in customers if c in existing_by_customer])
+                    if any(c in existing_by_customer for c in customers) else empty_existing)
+        report = build_report(entries.get(client_key, empty_entries), drafts, outcomes, existing)
         report.to_csv(_client_output_dir(period, client_key) / "reconciliation_report.csv", index=False)
         frames.append(report.assign(client_key=client_key))
     report = (pd.concat(frames, ignore_index=True) if frames
