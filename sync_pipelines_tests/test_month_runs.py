@@ -206,3 +206,43 @@ def test_the_ui_backfill_of_one_month_for_all_clients_is_one_run(month) -> None:
         posted = sum(m.metadata["outcomes"].value.__len__() for m in mats
                      if m.metadata["status"].value in ("posted", "needs attention"))
         assert posted and len(qbo_invoices(sandbox.env())) >= 1
+
+
+def test_a_failed_posting_attempt_is_retried_by_the_step_and_reposts_only_what_is_missing(month, monkeypatch) -> None:
+    # What Dagster does with the posting step's retry policy, measured: the first attempt fails
+    # for one client (QuickBooks down for its company), the step is retried in the same run
+    # (after the policy's delay, ~15 s), the retry posts that client and finds the others posted.
+    sandbox, home, _ = month
+    import sync_pipelines.defs.quickbooks.assets as qbo_assets
+    from sync_pipelines.posting.drafts import posting_drafts
+    from sync_pipelines.posting.invoices import FAILED, _outcome
+
+    real = qbo_assets.post_document
+    attempts: list[int] = []
+    down: list[str] = []
+
+    def post_document(context, document, quickbooks, ledger):
+        attempts.append(context.retry_number)
+        if context.retry_number > 0:
+            return real(context, document, quickbooks, ledger)
+        outcomes = real(context, {**document, "invoices": [i for i in document["invoices"]
+                                                            if i["client_key"] != down[0]]}, quickbooks, ledger)
+        return outcomes + [_outcome(d, FAILED, reasons=["QuickBooks unavailable (503)"])
+                           for d in posting_drafts(document) if d.client_key == down[0]]
+
+    monkeypatch.setattr(qbo_assets, "post_document", post_document)
+    defs = _defs()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        preview = bill_month(PERIOD, instance=instance, definitions=defs, dry_run=True)
+        down.append(next(c.client_key for c in preview.clients if c.drafts["invoices"]))
+        run = bill_month(PERIOD, instance=instance, definitions=defs)
+        assert attempts == [0, 1]
+        assert instance.get_run_by_id(run.posting_run_id).status == dg.DagsterRunStatus.SUCCESS
+        retried = instance.get_records_for_run(run.posting_run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records
+        assert len(retried) == 1
+        by_client = {c.client_key: set(c.outcomes["outcome"]) for c in run.clients if len(c.outcomes)}
+        assert by_client.pop(down[0]) == {"posted"}
+        # posted by the first attempt, found in the ledger by the retry: never posted twice
+        assert by_client and all(o == {"already_posted"} for o in by_client.values())
+        docs = [q["DocNumber"] for q in qbo_invoices(sandbox.env())]
+        assert len(docs) == len(set(docs)) == sum(i["status"] == "ready" for c in run.clients for i in c.drafts["invoices"])
