@@ -196,8 +196,9 @@ def price_month_drafts(
           "hours": str(i["billed_hours"]), "reasons": "; ".join(i["hold_reasons"])} for i in document["invoices"]]
     )
     held = [i for i in document["invoices"] if i["status"] == "held"]
-    for inv in held:
-        context.log.warning(f"HELD {inv['invoice_key']}: {'; '.join(inv['hold_reasons'])}")
+    if held:
+        # One log line for the month (each line is an event the instance stores), every held invoice on it.
+        context.log.warning("\n".join(f"HELD {inv['invoice_key']}: {'; '.join(inv['hold_reasons'])}" for inv in held))
     totals: dict[str, Decimal] = {}
     for i in document["invoices"]:
         if i["status"] == "ready":

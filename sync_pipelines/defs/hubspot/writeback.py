@@ -73,8 +73,10 @@ def crm_write_back(
                      "error": r.error if r else None})
     frame = pd.DataFrame(rows, columns=WRITEBACK_COLUMNS, dtype=object)
     no_deal = sorted(set(invoice_keys) - {p.key for p in planned})
-    for key in no_deal:
-        context.log.info(f"{key}: no HubSpot deal is linked to its projects; nothing to write back")
+    if no_deal:
+        # One log line for the month, not one per invoice: each line is an event the instance stores.
+        context.log.info(f"{len(no_deal)} invoice(s) have no HubSpot deal linked to their projects; nothing to "
+                         "write back: " + ", ".join(no_deal[:METADATA_ROWS]) + (" ..." if len(no_deal) > METADATA_ROWS else ""))
     failed = [r for r in results if r.status == "failed"]
     if failed:
         raise dg.Failure(

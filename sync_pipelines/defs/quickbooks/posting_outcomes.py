@@ -57,11 +57,11 @@ def _json_rows(frame: pd.DataFrame) -> list[dict]:
 
 def alert_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome]) -> None:
     """Log and alert held invoices and drift (never half-posted, but someone must act)."""
-    for o in outcomes:
-        if o.outcome == HELD:
-            context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
-        if o.drift is not None:
-            context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
+    # One log line per kind (each line is an event the instance stores: a month-end posts many).
+    lines = [f"HELD {o.key}: {'; '.join(o.reasons)}" for o in outcomes if o.outcome == HELD]
+    lines += [f"DRIFT {o.key}: {o.drift.summary()}" for o in outcomes if o.drift is not None]
+    if lines:
+        context.log.warning("\n".join(lines))
     held = [alert_messages.problem_of_outcome(o) for o in outcomes if o.outcome == HELD and o.drift is None]
     if held:
         send(alert_messages.invoices_held(held, context.run.run_id))
