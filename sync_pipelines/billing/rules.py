@@ -528,9 +528,10 @@ def _semantic_problems(rules: RulesFile, key: str, harvest_ids: dict[int, str]) 
     return problems
 
 
-def _company_problems(rules: RulesFile, head_ok: bool) -> list[str]:
+def _company_problems(rules: RulesFile, head_ok: bool, raw_clients: dict[Any, Any]) -> list[str]:
     """Every client resolves to exactly one company, and each company is a distinct realm: a
-    client billed from the wrong company would put its invoice in the wrong legal entity."""
+    client billed from the wrong company would put its invoice in the wrong legal entity. A
+    client that failed validation is checked from the raw file, so it is told everything at once."""
     problems: list[str] = []
     companies = rules.companies or {}
     realms: dict[str, str] = {}
@@ -544,14 +545,18 @@ def _company_problems(rules: RulesFile, head_ok: bool) -> list[str]:
             realms[comp.realm_id] = key
     if not head_ok and not companies:
         return problems  # the `companies:` section itself is invalid (already reported)
-    for ck, c in rules.clients.items():
+    named = {ck: c.company for ck, c in rules.clients.items()}
+    for ck, raw in raw_clients.items():
+        if str(ck) not in named and isinstance(raw, dict) and isinstance(raw.get("company"), (str, type(None))):
+            named[str(ck)] = raw.get("company")
+    for ck, company in named.items():
         p = f"clients.{ck}.company"
-        if c.company is not None and not companies:
-            problems.append(f"{p}: names company {c.company!r} but the file has no companies: section "
+        if company is not None and not companies:
+            problems.append(f"{p}: names company {company!r} but the file has no companies: section "
                             "(add companies: {<key>: {realm_id: ...}})")
-        elif c.company is not None and c.company not in companies:
-            problems.append(f"{p}: unknown company {c.company!r} (known: {', '.join(companies)})")
-        elif c.company is None and len(companies) > 1:
+        elif company is not None and company not in companies:
+            problems.append(f"{p}: unknown company {company!r} (known: {', '.join(companies)})")
+        elif company is None and len(companies) > 1:
             problems.append(f"{p}: required: the file bills from {len(companies)} QuickBooks companies "
                             f"({', '.join(companies)}); say which one bills this client")
     return problems
@@ -602,7 +607,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
         basis = RulesFile(version=1, defaults=defaults)
     rules = basis.model_copy(update={"clients": clients, "source": source})
     harvest_ids: dict[int, str] = {}
-    company_problems = _company_problems(rules, head is not None)
+    company_problems = _company_problems(rules, head is not None, raw_clients)
     problems += company_problems
     for key in clients:
         if company_problems:

@@ -7,13 +7,13 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import config, money
-from sync_pipelines.billing.company import QboCompany
-from sync_pipelines.billing.engine import price_month
+from sync_pipelines.billing.company import companies_from_document
+from sync_pipelines.billing.company_pricing import company_rows, price_month_by_company
 from sync_pipelines.billing.rules import parse_rules
 from sync_pipelines.defs.partitions import client_months, clients, monthly
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource, RulesResource
 from sync_pipelines.posting.draft_checks import draft_problems
-from sync_pipelines.posting.drafts import drafts_document
+from sync_pipelines.posting.company_drafts import company_drafts_document
 from sync_pipelines.posting.history import billing_history
 from sync_pipelines.posting.report import reconciliation_report as build_report
 
@@ -161,13 +161,21 @@ def price_client_month(
     rules = parse_rules(billing_rules["yaml"], billing_rules["source"])
     if client_key not in rules.clients:
         raise dg.Failure(description=f"client {client_key!r} is not in the billing rules snapshot for {period}")
-    realm_id = quickbooks.realm_id
+    # the client is billed from its own QuickBooks company (rules `company:`): its realm, settings,
+    # catalog and history
+    company_key = rules.company_key(client_key)
+    companies = companies_from_document(qbo_company)
+    if company_key not in companies:
+        raise dg.Failure(description=f"the QuickBooks settings of company {company_key or quickbooks.realm_id!r} "
+                         f"were not read for {period}: re-materialise qbo_company")
+    realm_id = companies[company_key].realm_id
     history = billing_history(ledger.open().history(realm_id, [client_key], period))
     # Time dated after today (in the firm's timezone) is excluded: it cannot have been spent yet.
     today = datetime.now(ZoneInfo(rules.firm.timezone)).date()
-    result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id,
-                         [client_key], line_items=hubspot_deal_line_items,
-                         company=QboCompany.from_document(qbo_company), today=today)
+    results = price_month_by_company(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog,
+                                     {company_key: companies[company_key]}, {realm_id: history}, [client_key],
+                                     line_items=hubspot_deal_line_items, today=today)
+    result = results[company_key]
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
     billed = entries[entries["status"] == "billed"]
@@ -182,7 +190,7 @@ def price_client_month(
         },
     )
 
-    document = drafts_document(result, harvest_time_entries)
+    document = company_drafts_document(results, harvest_time_entries)
     out = _client_output_dir(period, client_key)
     preview = out / "invoice_preview.csv"
     result.lines.to_csv(preview, index=False)
@@ -246,7 +254,9 @@ def reconciliation_report(
     this customer and month that this run did not create. Also written as a CSV (metadata).
     """
     keys = context.partition_key.keys_by_dimension
-    report = build_report(billable_entries, invoice_drafts, qbo_invoices, qbo_existing_invoices)
+    # the client's own company only: another company may have a customer of the same name
+    report = build_report(billable_entries, invoice_drafts, qbo_invoices,
+                          company_rows(qbo_existing_invoices, invoice_drafts["realm_id"]))
     path = _client_output_dir(keys["month"], keys["client"]) / "reconciliation_report.csv"
     report.to_csv(path, index=False)
     counts = report["section"].value_counts().to_dict() if len(report) else {}
