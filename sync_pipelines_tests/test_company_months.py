@@ -93,12 +93,15 @@ class Month:
     invoices: dict[str, dict]  # by customer name, as QuickBooks holds them
     ledger: Ledger
     home: Path
+    realm_of: dict[str, str]  # the realm each invoice was found in, by customer name
 
     def held(self) -> dict[str, list[str]]:
         return {r.client_key: list(r.hold_reasons) for r in self.ledger.status(period=PERIOD) if r.status == "held"}
 
 
-def bill(tmp_path: Path, fx: dict, rules_yaml: str, prepare=None, read_realm: str | None = None) -> Month:
+def bill(tmp_path: Path, fx: dict, rules_yaml: str, prepare=None, realms: tuple[str, ...] = ()) -> Month:
+    """Bill the month; `prepare(sandbox, dagster_home)` runs first; the invoices are read back
+    from the default company and from each of `realms`."""
     rules_path = tmp_path / "billing_rules.yaml"
     rules_path.write_text(rules_yaml)
     home = tmp_path / "dagster_home"
@@ -119,11 +122,14 @@ def bill(tmp_path: Path, fx: dict, rules_yaml: str, prepare=None, read_realm: st
                 run = bill_month(PERIOD, instance=instance, definitions=defs())
             ledger = Ledger(f"sqlite:///{home / 'sync_ledger.db'}")
             env = sandbox.env()
-            realm = read_realm or env["QBO_REALM_ID"]
-            oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], ledger.tokens,
-                             realm, seed_refresh_token=env["QBO_REFRESH_TOKEN"] if read_realm is None else None)
-            with QuickBooksClient(env["QBO_BASE_URL"], realm, oauth) as qbo:
-                rows = qbo.query_all("Invoice")
+            rows, realm_of = [], {}
+            for realm in dict.fromkeys((env["QBO_REALM_ID"], *realms)):
+                oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], ledger.tokens,
+                                 realm, seed_refresh_token=env["QBO_REFRESH_TOKEN"] if realm == env["QBO_REALM_ID"] else None)
+                with QuickBooksClient(env["QBO_BASE_URL"], realm, oauth) as qbo:
+                    found = qbo.query_all("Invoice")
+                rows += found
+                realm_of.update({inv["CustomerRef"]["name"]: realm for inv in found})
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -132,7 +138,7 @@ def bill(tmp_path: Path, fx: dict, rules_yaml: str, prepare=None, read_realm: st
         name = inv["CustomerRef"]["name"]
         assert name not in by_customer, f"two invoices for {name}"
         by_customer[name] = inv
-    return Month(run, by_customer, ledger, home)
+    return Month(run, by_customer, ledger, home, realm_of)
 
 
 def amount(v: object) -> Decimal:
@@ -410,18 +416,17 @@ def connect_company(sandbox, home: Path, company: str, realm: str) -> None:
 
 def test_two_companies_in_one_rules_file(tmp_path: Path) -> None:
     month = bill(tmp_path, two_company_fixture(), TWO_COMPANY_RULES,
-                 prepare=lambda sandbox, home: connect_company(sandbox, home, "uk", UK_REALM))
+                 prepare=lambda sandbox, home: connect_company(sandbox, home, "uk", UK_REALM), realms=(UK_REALM,))
     assert month.run.exit_code == EXIT_OK, month.run
-    # US company: Acme in USD, no tax, 8.25 h x 150.00 = 1237.50; only Acme's invoice is there
-    assert set(month.invoices) == {"Acme Corp"}
+    # each invoice landed in its own company
+    assert month.realm_of == {"Acme Corp": US_REALM, "Yorke Ltd": UK_REALM}
+    # US company: Acme in USD, no tax, 8.25 h x 150.00 = 1237.50, on the US company's item
     acme = month.invoices["Acme Corp"]
     assert amount(acme["TotalAmt"]) == D("1237.50") and "GlobalTaxCalculation" not in acme
     assert {line["SalesItemLineDetail"]["ItemRef"]["value"] for line in sales_lines(acme)} == {"1"}
-    # UK company: Yorke in GBP, 3.35 h x 100.00 = 335.00 - 10 % (33.50) = 301.50, VAT 20 % = 60.30
-    uk = bill(tmp_path / "uk-read", two_company_fixture(), TWO_COMPANY_RULES,
-              prepare=lambda sandbox, home: connect_company(sandbox, home, "uk", UK_REALM), read_realm=UK_REALM)
-    (yorke,) = uk.invoices.values()
-    assert yorke["CustomerRef"]["name"] == "Yorke Ltd"
+    # UK company: Yorke in GBP, 3.35 h x 100.00 = 335.00 - 10 % (33.50) = 301.50, VAT 20 % = 60.30,
+    # on the UK company's own item and VAT code
+    yorke = month.invoices["Yorke Ltd"]
     assert amount(yorke["TotalAmt"]) == D("361.80") and amount(yorke["TxnTaxDetail"]["TotalTax"]) == D("60.30")
     assert yorke["GlobalTaxCalculation"] == "TaxExcluded"
     assert {line["SalesItemLineDetail"]["ItemRef"]["value"] for line in sales_lines(yorke)} == {"41"}
@@ -432,11 +437,12 @@ def test_two_companies_in_one_rules_file(tmp_path: Path) -> None:
     record = posted(month, "yorke")
     assert record.expected_total == D("301.50") and record.qbo_total_tax == D("60.30") and not record.total_mismatch
     assert record.currency == "GBP"
+    assert posted(month, "acme").expected_total == D("1237.50")
 
 
 def test_one_company_down_leaves_the_other_posted(tmp_path: Path) -> None:
-    """The UK company answers 503 to everything after its settings were read: its invoice is
-    FAILED (retried later), the US company's invoice is posted."""
+    """The UK company answers 503 to everything (an outage of that realm only): it cannot be
+    read, so Yorke's month fails naming the company, and the US company's invoice is posted."""
     import httpx
 
     def prepare(sandbox, home):
@@ -451,6 +457,9 @@ def test_one_company_down_leaves_the_other_posted(tmp_path: Path) -> None:
     assert set(month.invoices) == {"Acme Corp"} and amount(month.invoices["Acme Corp"]["TotalAmt"]) == D("1237.50")
     status = {r.client_key: r.status for r in month.ledger.status(period=PERIOD)}
     assert status.get("acme") == "posted" and status.get("yorke") != "posted"
+    clients = {c.client_key: c for c in month.run.clients}
+    assert clients["acme"].success and not clients["yorke"].success
+    assert "company 'uk'" in (clients["yorke"].error or ""), clients["yorke"].error
 
 
 def test_a_company_refusing_its_token_leaves_the_other_posted(tmp_path: Path) -> None:
@@ -470,3 +479,7 @@ def test_a_company_refusing_its_token_leaves_the_other_posted(tmp_path: Path) ->
     assert set(month.invoices) == {"Acme Corp"} and amount(month.invoices["Acme Corp"]["TotalAmt"]) == D("1237.50")
     status = {r.client_key: r.status for r in month.ledger.status(period=PERIOD)}
     assert status.get("acme") == "posted" and "yorke" not in status
+    clients = {c.client_key: c for c in month.run.clients}
+    assert clients["acme"].success and "company 'uk'" in (clients["yorke"].error or "")
+    # no token in anything the operator is shown
+    assert "sbx-rt-" not in (clients["yorke"].error or "") and "sbx-at-" not in (clients["yorke"].error or "")

@@ -166,8 +166,9 @@ def price_client_month(
     company_key = rules.company_key(client_key)
     companies = companies_from_document(qbo_company)
     if company_key not in companies:
-        raise dg.Failure(description=f"the QuickBooks settings of company {company_key or quickbooks.realm_id!r} "
-                         f"were not read for {period}: re-materialise qbo_company")
+        raise dg.Failure(description=f"QuickBooks company {company_key or quickbooks.realm_id!r} could not be read "
+                         f"for {period} (an outage or a refused token: see the qbo_company step's log and the alert); "
+                         "nothing of this client was billed. Fix the cause, then re-run the month.")
     realm_id = companies[company_key].realm_id
     history = billing_history(ledger.open().history(realm_id, [client_key], period))
     # Time dated after today (in the firm's timezone) is excluded: it cannot have been spent yet.
