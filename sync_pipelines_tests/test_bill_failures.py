@@ -61,7 +61,8 @@ def test_one_clients_failed_run_never_stops_the_other_clients(month, monkeypatch
     sandbox, home = month
     import sync_pipelines.defs.billing.assets as billing_assets
 
-    real = billing_assets.price_month
+    # the asset prices through the per-company entry point (billing/company_pricing.py)
+    real = billing_assets.price_month_by_company
     seen: list[str] = []
 
     def price_month(rules, period, *args, **kwargs):
@@ -71,7 +72,7 @@ def test_one_clients_failed_run_never_stops_the_other_clients(month, monkeypatch
             raise RuntimeError(f"pricing blew up for {client}")
         return real(rules, period, *args, **kwargs)
 
-    monkeypatch.setattr(billing_assets, "price_month", price_month)
+    monkeypatch.setattr(billing_assets, "price_month_by_company", price_month)
     run = _bill(home)
     first, *others = run.clients
     assert not first.success and f"pricing blew up for {first.client_key}" in first.error
@@ -148,7 +149,7 @@ def test_secrets_never_reach_the_error_line_or_the_summary(month, monkeypatch, c
 
     import sync_pipelines.defs.billing.assets as billing_assets
 
-    monkeypatch.setattr(billing_assets, "price_month", leaky)
+    monkeypatch.setattr(billing_assets, "price_month_by_company", leaky)
     run = _bill(home)
     buffer = io.StringIO()
     print_run(run, out=buffer)

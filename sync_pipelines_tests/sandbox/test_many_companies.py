@@ -129,3 +129,37 @@ def test_the_companies_form_is_validated_by_path():
 def test_the_one_company_form_is_still_valid():
     fx = validate_fixture({"quickbooks": {"realm_id": US, "items": [{"Id": "1", "Name": "Consulting"}]}})
     assert fx["quickbooks"]["realm_id"] == US and "companies" not in fx["quickbooks"]
+
+
+def test_changes_are_notified_and_fed_per_realm(sb):
+    """A change in the UK company comes as a webhook under the UK realmId and in the UK CDC feed
+    only (Intuit: each notification names its company's realmId)."""
+    import datetime as dt
+    import json
+
+    from .test_batch_cdc_webhooks import _Receiver
+
+    receiver = _Receiver()
+    try:
+        sb.set_webhooks(quickbooks_url=receiver.url + "/intuit")
+        st = sb.sandbox.st
+        access = {realm: tokens(sb, st.books[realm].refresh_token).json()["access_token"] for realm in (US, UK)}
+        r = httpx.post(f"{sb.base_url}/v3/company/{UK}/item", content=json.dumps({"Name": "Training", "Type": "Service"}),
+                       headers={"Authorization": f"Bearer {access[UK]}", "Accept": "application/json",
+                                "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        assert sb.wait_webhooks(10)
+        (event,) = [json.loads(raw) for _, _, raw in receiver.requests]
+        assert [e["intuitaccountid"] for e in event] == [UK]
+        since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        feeds = {}
+        for realm in (US, UK):
+            cdc = httpx.get(f"{sb.base_url}/v3/company/{realm}/cdc", params={"entities": "Item", "changedSince": since},
+                            headers={"Authorization": f"Bearer {access[realm]}", "Accept": "application/json"})
+            assert cdc.status_code == 200, cdc.text
+            blocks = money.loads(cdc.content)["CDCResponse"][0]["QueryResponse"]
+            feeds[realm] = [row["Name"] for b in blocks for row in b.get("Item", [])]
+        assert "Training" in feeds[UK] and "Training" not in feeds[US]
+    finally:
+        sb.set_webhooks()
+        receiver.close()
