@@ -100,6 +100,17 @@ def posting_failed(problems: Sequence[InvoiceProblem], run_id: str | None = None
     )
 
 
+def company_unavailable(company: str, realm_id: str, why: str, run_id: str | None = None) -> Alert:
+    """One QuickBooks company of several could not be read for the month: its clients are not
+    billed this run; the other companies are."""
+    return Alert(
+        title=f"QuickBooks company {company} (realm {realm_id}) could not be read",
+        lines=(why, "Its clients are not billed by this run; the other companies' invoices are. Fix the cause "
+                    f"(`sync-pipelines qbo connect --company {company}` for a refused token), then re-run the month."),
+        run_url=run_url(run_id) if run_id else None,
+    )
+
+
 def token_refused(
     realm_id: str, *, company: str | None = None, run_id: str | None = None, during: str = "posting",
     clients: Iterable[str] = (), period: str | None = None,
@@ -116,6 +127,8 @@ def token_refused(
         "To reconnect: 1) re-authorise the app for this company with Intuit (OAuth consent on your app's "
         "connect page or the Intuit OAuth playground); 2) put the new refresh token in QBO_REFRESH_TOKEN in "
         "the code location's environment; 3) re-run the failed run (or the client's month).",
+        *((f"With several companies: `sync-pipelines qbo connect --company {company}` stores the new token.",)
+          if company else ()),
     ]
     # From a sensor tick there is no run: link to the sensors' ticks instead.
     if run_id:

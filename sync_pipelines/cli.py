@@ -10,7 +10,7 @@
     sync-pipelines demo [--dir .demo] [--ui [--ui-port 3000]]
     sync-pipelines webhooks serve [--host 127.0.0.1 --port 8787]
     sync-pipelines serve [--sandbox] [--port 3000] [--webhooks-port 8787] [--dir .demo]
-    sync-pipelines qbo connect [--port N] [--no-browser]
+    sync-pipelines qbo connect [--company KEY] [--port N] [--no-browser]
     sync-pipelines qbo status
 
 `bill` exits 0 when every invoice is posted or already posted, 3 when the run completed but
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="loopback port for Intuit's redirect (register http://127.0.0.1:PORT/callback "
                               "as a redirect URI of your Intuit app; default: any free port)")
     connect.add_argument("--no-browser", action="store_true", help="only print the URL")
+    connect.add_argument("--company", metavar="KEY", default=None,
+                         help="the rules' companies: key to connect (its realm_id must be the company you choose)")
     qbo_sub.add_parser("status", help="each connected company and when its tokens expire (never a token)")
 
     demo = sub.add_parser("demo", help="generate data, serve the sandbox, bill last month, print the invoices")
@@ -194,7 +196,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sync_pipelines.commands.qbo_connect import connect_main, status_main
 
         if args.qbo_command == "connect":
-            return connect_main(port=args.port, open_browser=not args.no_browser)
+            return connect_main(port=args.port, open_browser=not args.no_browser, company=args.company)
         return status_main()
 
     if args.command == "demo":

@@ -107,12 +107,13 @@ def _closed_port() -> int:
 
 def test_the_change_sensor_alerts_once_when_quickbooks_is_unreachable(channel, slack_webhook, tmp_path) -> None:
     from sync_pipelines.defs.quickbooks.changes import quickbooks_changes
-    from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
+    from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource, RulesResource
 
     _, received = slack_webhook
     dead = f"http://127.0.0.1:{_closed_port()}"
     ledger = LedgerResource(url=f"sqlite:///{tmp_path}/ledger.db")
-    resources = {"ledger": ledger, "quickbooks": QuickBooksResource(
+    # no rules file: the sensor watches QBO_REALM_ID's company alone
+    resources = {"ledger": ledger, "rules": RulesResource(path=str(tmp_path / "no-rules.yaml")), "quickbooks": QuickBooksResource(
         base_url=dead, token_url=f"{dead}/oauth2/v1/tokens/bearer", realm_id="9130357", client_id="cid",
         client_secret=SENTINELS["QBO_CLIENT_SECRET"], refresh_token=SENTINELS["QBO_REFRESH_TOKEN"], ledger=ledger)}
     with dg.instance_for_test() as instance:

@@ -152,7 +152,7 @@ def test_secrets_never_reach_the_error_line_or_the_summary(month, monkeypatch, c
 
     import sync_pipelines.defs.billing.assets as billing_assets
 
-    monkeypatch.setattr(billing_assets, "price_month", leaky)
+    monkeypatch.setattr(billing_assets, "price_month_by_company", leaky)
     run = _bill(home)
     buffer = io.StringIO()
     print_run(run, out=buffer)

@@ -93,12 +93,15 @@ class Month:
     invoices: dict[str, dict]  # by customer name, as QuickBooks holds them
     ledger: Ledger
     home: Path
+    realm_of: dict[str, str]  # the realm each invoice was found in, by customer name
 
     def held(self) -> dict[str, list[str]]:
         return {r.client_key: list(r.hold_reasons) for r in self.ledger.status(period=PERIOD) if r.status == "held"}
 
 
-def bill(tmp_path: Path, fx: dict, rules_yaml: str) -> Month:
+def bill(tmp_path: Path, fx: dict, rules_yaml: str, prepare=None, realms: tuple[str, ...] = ()) -> Month:
+    """Bill the month; `prepare(sandbox, dagster_home)` runs first; the invoices are read back
+    from the default company and from each of `realms`."""
     rules_path = tmp_path / "billing_rules.yaml"
     rules_path.write_text(rules_yaml)
     home = tmp_path / "dagster_home"
@@ -112,14 +115,21 @@ def bill(tmp_path: Path, fx: dict, rules_yaml: str) -> Month:
         try:
             from sync_pipelines.definitions import defs
 
+            if prepare is not None:
+                prepare(sandbox, home)
+
             with dg.instance_for_test(temp_dir=str(home)) as instance:
                 run = bill_month(PERIOD, instance=instance, definitions=defs())
             ledger = Ledger(f"sqlite:///{home / 'sync_ledger.db'}")
             env = sandbox.env()
-            oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], ledger.tokens,
-                             env["QBO_REALM_ID"], seed_refresh_token=env["QBO_REFRESH_TOKEN"])
-            with QuickBooksClient(env["QBO_BASE_URL"], env["QBO_REALM_ID"], oauth) as qbo:
-                rows = qbo.query_all("Invoice")
+            rows, realm_of = [], {}
+            for realm in dict.fromkeys((env["QBO_REALM_ID"], *realms)):
+                oauth = QboOAuth(env["QBO_TOKEN_URL"], env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], ledger.tokens,
+                                 realm, seed_refresh_token=env["QBO_REFRESH_TOKEN"] if realm == env["QBO_REALM_ID"] else None)
+                with QuickBooksClient(env["QBO_BASE_URL"], realm, oauth) as qbo:
+                    found = qbo.query_all("Invoice")
+                rows += found
+                realm_of.update({inv["CustomerRef"]["name"]: realm for inv in found})
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -128,7 +138,7 @@ def bill(tmp_path: Path, fx: dict, rules_yaml: str) -> Month:
         name = inv["CustomerRef"]["name"]
         assert name not in by_customer, f"two invoices for {name}"
         by_customer[name] = inv
-    return Month(run, by_customer, ledger, home)
+    return Month(run, by_customer, ledger, home, realm_of)
 
 
 def amount(v: object) -> Decimal:
@@ -329,3 +339,147 @@ def test_company_numbering_its_own_invoices(tmp_path: Path) -> None:
     assert row["doc_number"] == "1001"  # the report names QuickBooks' number, not our fingerprint
     assert acme["PrivateNote"].startswith(record.key)
     assert amount(acme["TotalAmt"]) == D("1237.50")
+
+
+# ---------------------------------------------------------------------------------------------
+# Two QuickBooks companies in one rules file (DESIGN §5 "Many QuickBooks companies"): a US company
+# in USD bills Acme, a UK VAT company in GBP bills Yorke; the sandbox serves both realms.
+
+US_REALM, UK_REALM = "9341450000", "9341450777"
+YORKE = (13, "Yorke Ltd", "GBP")
+
+TWO_COMPANY_RULES = f"""version: 1
+firm: {{timezone: Europe/London, home_currency: USD, tax: {{calculation: TaxExcluded}}}}
+companies:
+  us: {{realm_id: "{US_REALM}"}}
+  uk: {{realm_id: "{UK_REALM}", home_currency: GBP}}
+defaults:
+  invoice: {{group_by: client, line_detail: task}}
+  qbo: {{item: Consulting}}
+clients:
+  acme:
+    harvest_client_id: 10
+    qbo_customer: "Acme Corp"
+    company: us
+    rates: [{{rate: 150.00}}]
+  yorke:
+    harvest_client_id: 13
+    qbo_customer: "Yorke Ltd"
+    company: uk
+    rates: [{{rate: 100.00}}]
+    discount: {{percent: 10}}
+    qbo: {{tax_code: "20.0% S"}}
+"""
+
+
+def two_company_fixture() -> dict:
+    fx = fixture(second=YORKE, second_hours="3.35")
+    us = fx.pop("quickbooks")
+    us.pop("realm_id")
+    uk_prefs = copy.deepcopy(DEFAULT_PREFERENCES)
+    uk_prefs["CurrencyPrefs"]["HomeCurrency"] = {"value": "GBP"}
+    uk = {"preferences": uk_prefs, "company_info": {"CompanyName": "Firm Ltd", "Country": "GB"},
+          # the UK company has its own catalog: the same item name, another Id
+          "items": [{"Id": "41", "Name": "Consulting", "Type": "Service"}], **UK_TAX}
+    fx["quickbooks"] = {"companies": {US_REALM: us, UK_REALM: uk}}
+    return fx
+
+
+def connect_company(sandbox, home: Path, company: str, realm: str) -> None:
+    """`sync-pipelines qbo connect --company KEY` against the sandbox, the user picking `realm`."""
+    import io
+
+    import httpx
+
+    from sync_pipelines.commands.qbo_connect import connect_main
+
+    env = sandbox.env()
+    httpx.post(env["QBO_BASE_URL"] + "/_sandbox/consent", json={"realm_id": realm}).raise_for_status()
+    saved = dict(os.environ)
+    os.environ["SYNC_DATABASE_URL"] = f"sqlite:///{home / 'sync_ledger.db'}"
+    out = io.StringIO()
+    try:
+        import sync_pipelines.commands.qbo_connect as qc
+
+        real = qc.webbrowser.open
+        qc.webbrowser.open = lambda url: httpx.get(url, follow_redirects=True, timeout=10)
+        try:
+            code = connect_main(port=0, open_browser=True, out=out, company=company)
+        finally:
+            qc.webbrowser.open = real
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert code == 0, out.getvalue()
+    assert f"company {company} (realm {realm})" in out.getvalue()
+
+
+def test_two_companies_in_one_rules_file(tmp_path: Path) -> None:
+    month = bill(tmp_path, two_company_fixture(), TWO_COMPANY_RULES,
+                 prepare=lambda sandbox, home: connect_company(sandbox, home, "uk", UK_REALM), realms=(UK_REALM,))
+    assert month.run.exit_code == EXIT_OK, month.run
+    # each invoice landed in its own company
+    assert month.realm_of == {"Acme Corp": US_REALM, "Yorke Ltd": UK_REALM}
+    # US company: Acme in USD, no tax, 8.25 h x 150.00 = 1237.50, on the US company's item
+    acme = month.invoices["Acme Corp"]
+    assert amount(acme["TotalAmt"]) == D("1237.50") and "GlobalTaxCalculation" not in acme
+    assert {line["SalesItemLineDetail"]["ItemRef"]["value"] for line in sales_lines(acme)} == {"1"}
+    # UK company: Yorke in GBP, 3.35 h x 100.00 = 335.00 - 10 % (33.50) = 301.50, VAT 20 % = 60.30,
+    # on the UK company's own item and VAT code
+    yorke = month.invoices["Yorke Ltd"]
+    assert amount(yorke["TotalAmt"]) == D("361.80") and amount(yorke["TxnTaxDetail"]["TotalTax"]) == D("60.30")
+    assert yorke["GlobalTaxCalculation"] == "TaxExcluded"
+    assert {line["SalesItemLineDetail"]["ItemRef"]["value"] for line in sales_lines(yorke)} == {"41"}
+    assert {line["SalesItemLineDetail"]["TaxCodeRef"]["value"] for line in sales_lines(yorke)} == {"2"}
+    # each key holds its own company's realm
+    keys = {r.client_key: r.key for r in month.ledger.status(period=PERIOD)}
+    assert keys["acme"].startswith(US_REALM + ":acme:") and keys["yorke"].startswith(UK_REALM + ":yorke:")
+    record = posted(month, "yorke")
+    assert record.expected_total == D("301.50") and record.qbo_total_tax == D("60.30") and not record.total_mismatch
+    assert record.currency == "GBP"
+    assert posted(month, "acme").expected_total == D("1237.50")
+
+
+def test_one_company_down_leaves_the_other_posted(tmp_path: Path) -> None:
+    """The UK company answers 503 to everything (an outage of that realm only): it cannot be
+    read, so Yorke's month fails naming the company, and the US company's invoice is posted."""
+    import httpx
+
+    def prepare(sandbox, home):
+        connect_company(sandbox, home, "uk", UK_REALM)
+        # every UK request fails; the US company is untouched
+        httpx.post(sandbox.env()["QBO_BASE_URL"] + "/_sandbox/faults",
+                   json={"api": "quickbooks", "rate_503": 1, "realm_id": UK_REALM}).raise_for_status()
+
+    rules_yaml = TWO_COMPANY_RULES
+    month = bill(tmp_path, two_company_fixture(), rules_yaml, prepare=prepare)
+    assert month.run.exit_code != EXIT_OK
+    assert set(month.invoices) == {"Acme Corp"} and amount(month.invoices["Acme Corp"]["TotalAmt"]) == D("1237.50")
+    status = {r.client_key: r.status for r in month.ledger.status(period=PERIOD)}
+    assert status.get("acme") == "posted" and status.get("yorke") != "posted"
+    clients = {c.client_key: c for c in month.run.clients}
+    assert clients["acme"].success and not clients["yorke"].success
+    assert "company 'uk'" in (clients["yorke"].error or ""), clients["yorke"].error
+
+
+def test_a_company_refusing_its_token_leaves_the_other_posted(tmp_path: Path) -> None:
+    """The UK company's connection is revoked (refresh token refused, access tokens expired):
+    the UK company cannot be read, so Yorke is not billed (the run fails naming the company),
+    and the US company's invoice is posted."""
+    import httpx
+
+    def prepare(sandbox, home):
+        connect_company(sandbox, home, "uk", UK_REALM)
+        r = httpx.post(sandbox.env()["QBO_BASE_URL"] + "/_sandbox/expire_tokens",
+                       json={"realm_id": UK_REALM, "refresh_token": True})
+        assert r.json()["refresh_token_revoked"] is True
+
+    month = bill(tmp_path, two_company_fixture(), TWO_COMPANY_RULES, prepare=prepare)
+    assert month.run.exit_code != EXIT_OK
+    assert set(month.invoices) == {"Acme Corp"} and amount(month.invoices["Acme Corp"]["TotalAmt"]) == D("1237.50")
+    status = {r.client_key: r.status for r in month.ledger.status(period=PERIOD)}
+    assert status.get("acme") == "posted" and "yorke" not in status
+    clients = {c.client_key: c for c in month.run.clients}
+    assert clients["acme"].success and "company 'uk'" in (clients["yorke"].error or "")
+    # no token in anything the operator is shown
+    assert "sbx-rt-" not in (clients["yorke"].error or "") and "sbx-at-" not in (clients["yorke"].error or "")

@@ -167,3 +167,78 @@ def test_the_cli_connects_through_the_browser_and_prints_no_token(sandbox: Sandb
     assert stored is not None
     for secret in (stored.refresh_token.get_secret_value(), stored.access_token.get_secret_value(), env["QBO_CLIENT_SECRET"]):
         assert secret not in printed and secret not in pages[1]
+
+
+# -- several companies (rules `companies:`): `qbo connect --company KEY`, `qbo status` per company
+
+US_REALM, UK_REALM = "1234500001", "1234500002"
+
+
+@pytest.fixture
+def two_company_sandbox():
+    fx = {"quickbooks": {"companies": {US_REALM: {}, UK_REALM: {"company_info": {"Country": "GB"}}}}}
+    with SandboxServer(fx, rate_limits=None) as sb:
+        yield sb
+
+
+def _company_env(sb: SandboxServer, tmp_path, monkeypatch) -> None:
+    env = sb.env()
+    for name in ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_AUTHORIZE_URL", "QBO_TOKEN_URL"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("QBO_REALM_ID", raising=False)
+    monkeypatch.setenv("SYNC_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"""version: 1
+companies: {{us: {{realm_id: "{US_REALM}"}}, uk: {{realm_id: "{UK_REALM}", home_currency: GBP}}}}
+defaults: {{qbo: {{item: Consulting}}}}
+clients:
+  acme: {{harvest_client_id: 1, qbo_customer: Acme, company: us, rates: [{{rate: 100}}]}}
+""")
+    monkeypatch.setenv("SYNC_RULES_FILE", str(rules))
+
+
+def test_connect_company_refuses_a_consent_for_another_company(two_company_sandbox, tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    sb = two_company_sandbox
+    _company_env(sb, tmp_path, monkeypatch)
+    monkeypatch.setattr(webbrowser, "open", consenting_user([]))
+    # the user picks the US company on Intuit's screen while connecting uk
+    httpx.post(f"{sb.base_url}/_sandbox/consent", json={"realm_id": US_REALM}).raise_for_status()
+    assert cli.main(["qbo", "connect", "--company", "uk"]) == 1
+    printed = capsys.readouterr().out
+    assert f"the company you connected is realm {US_REALM}, but companies.uk.realm_id is {UK_REALM}" in printed
+    assert "nothing was stored" in printed
+    led = Ledger(f"sqlite:///{tmp_path}/cli.db")
+    assert led.tokens.get(US_REALM) is None and led.tokens.get(UK_REALM) is None
+    # an unknown company key is a usage error
+    assert cli.main(["qbo", "connect", "--company", "fr"]) == 2
+    assert "no company 'fr'" in capsys.readouterr().out
+
+
+def test_connect_company_then_status_lists_each_company_without_a_token(two_company_sandbox, tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    sb = two_company_sandbox
+    _company_env(sb, tmp_path, monkeypatch)
+    monkeypatch.setattr(webbrowser, "open", consenting_user([]))
+    httpx.post(f"{sb.base_url}/_sandbox/consent", json={"realm_id": UK_REALM}).raise_for_status()
+    assert cli.main(["qbo", "connect", "--company", "uk"]) == 0
+    assert f"Connected QuickBooks company uk (realm {UK_REALM})" in capsys.readouterr().out
+    led = Ledger(f"sqlite:///{tmp_path}/cli.db")
+    stored = led.tokens.get(UK_REALM)
+    assert stored is not None
+    # the stored token works on its own company only
+    oauth = QboOAuth(sb.env()["QBO_TOKEN_URL"], sb.env()["QBO_CLIENT_ID"], sb.env()["QBO_CLIENT_SECRET"], led.tokens, UK_REALM)
+    with QuickBooksClient(sb.env()["QBO_BASE_URL"], UK_REALM, oauth) as qbo:
+        assert qbo.company_info()["Country"] == "GB"
+    # us is not connected yet: status says so for us and exits 1
+    assert cli.main(["qbo", "status"]) == 1
+    printed = capsys.readouterr().out
+    assert f"company us (realm {US_REALM}): not connected. Run `sync-pipelines qbo connect --company us`" in printed
+    assert f"company uk (realm {UK_REALM}): connected; refresh token expires" in printed
+    stored = led.tokens.get(UK_REALM)
+    for secret in (stored.refresh_token.get_secret_value(), stored.access_token.get_secret_value() if stored.access_token else "",
+                   sb.env()["QBO_CLIENT_SECRET"]):
+        assert not secret or secret not in printed
+    assert "sbx-rt-" not in printed and "sbx-at-" not in printed

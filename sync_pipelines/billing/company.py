@@ -148,3 +148,17 @@ def company_from_qbo(
         automated_sales_tax=bool(pref("TaxPrefs", "PartnerTaxEnabled", False)),
         tax_codes=tuple(codes),
     )
+
+
+def companies_document(companies: dict[str | None, QboCompany]) -> dict[str, Any]:
+    """The `qbo_company` asset's JSON: one document per company (key None: the company of
+    QBO_REALM_ID, stored as ""), in the rules' order."""
+    return {"companies": [{"company": key or "", **c.as_document()} for key, c in companies.items()]}
+
+
+def companies_from_document(doc: dict[str, Any]) -> dict[str | None, QboCompany]:
+    """{company key: QboCompany} from `companies_document` (or the one-company document of
+    earlier months, `QboCompany.as_document`, read as the default company)."""
+    if "companies" not in doc:
+        return {None: QboCompany.from_document(doc)}
+    return {(d.get("company") or None): QboCompany.from_document(d) for d in doc["companies"]}

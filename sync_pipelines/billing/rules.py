@@ -189,9 +189,9 @@ class ClientRules(_Model):
     retainer: Retainer | None = None
     invoice: InvoiceSettings | None = None
     qbo: QboSettings | None = None
-    # Several QuickBooks companies per rules file are not supported yet: `_company_problems`
-    # rejects the key by path instead of billing the client in the wrong company.
-    company: Any = None
+    # The key of the QuickBooks company (top-level `companies:`) this client is billed from;
+    # None: the only company (or, without `companies:`, the one of QBO_REALM_ID).
+    company: str | None = Field(default=None, min_length=1)
     guards: Guards | None = None
 
     @field_validator("currency")
@@ -210,6 +210,36 @@ class FirmTax(_Model):
     """How a non-US QuickBooks company applies tax to our line amounts (Invoice.GlobalTaxCalculation)."""
 
     calculation: Literal["TaxExcluded", "TaxInclusive", "NotApplicable"] = "TaxExcluded"
+
+
+#: A QuickBooks realm id (company id) is a decimal number (Intuit: "realmId", e.g. 9130350604308576).
+REALM_ID_RE = re.compile(r"^[0-9]{1,32}$")
+
+
+class CompanyRules(_Model):
+    """One QuickBooks company (legal entity) the firm bills from (DESIGN §5 "Many QuickBooks companies")."""
+
+    # YAML reads an unquoted realm id as an integer: take it as its digits (never a float)
+    realm_id: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v)]
+    home_currency: str | None = None  # None: firm.home_currency
+
+    @field_validator("realm_id")
+    @classmethod
+    def _realm(cls, v: str) -> str:
+        if not REALM_ID_RE.match(v):
+            raise ValueError(f"bad realm id {v!r}: a QuickBooks realm id is the company's number (digits only)")
+        return v
+
+    @field_validator("home_currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            money.minor_units(v)
+        except money.UnknownCurrencyError:
+            raise ValueError(f"unknown currency {v!r}") from None
+        return v.upper()
 
 
 class Firm(_Model):
@@ -280,7 +310,8 @@ class RulesFile(_Model):
     firm: Firm = Firm()
     defaults: Defaults = Defaults()
     hubspot: HubSpotSettings | None = None  # None: no invoices from deal line items
-    companies: Any = None  # see ClientRules.company: rejected until several companies are supported
+    # QuickBooks companies by key; None: one company, the realm of QBO_REALM_ID
+    companies: dict[str, CompanyRules] | None = None
     clients: dict[str, ClientRules] = Field(default_factory=dict)
     source: str = Field(default="<rules>", exclude=True)
 
@@ -322,12 +353,50 @@ class RulesFile(_Model):
                 "rounding": rounding,
                 "invoice": invoice,
                 "qbo": QboSettings(**qbo),
-                "currency": c.currency or self.firm.home_currency,
+                "currency": c.currency or self.company_home_currency(client_key),
                 # the client's guard replaces the defaults' whole (its keys belong together)
                 "guards": Guards(total_jump=(c.guards.total_jump if c.guards and c.guards.total_jump else None)
                                  or d.guards.total_jump or TotalJumpGuard()),
             }
         )
+
+    # -- QuickBooks companies (DESIGN §5 "Many QuickBooks companies")
+    def company_key(self, client_key: str) -> str | None:
+        """The key of the company `client_key` is billed from; None without `companies:` (the
+        company of QBO_REALM_ID). A valid file resolves every client (see `_company_problems`)."""
+        if not self.companies:
+            return None
+        named = self.clients[client_key].company
+        if named is not None:
+            return named
+        return next(iter(self.companies)) if len(self.companies) == 1 else None
+
+    def company_realm(self, company_key: str | None, default_realm: str) -> str:
+        """The realm id of a company key (`default_realm`, i.e. QBO_REALM_ID, for None)."""
+        if company_key is None or not self.companies:
+            return default_realm
+        return self.companies[company_key].realm_id
+
+    def company_home_currency(self, client_key: str) -> str:
+        key = self.company_key(client_key)
+        if key is not None and self.companies and self.companies[key].home_currency:
+            return self.companies[key].home_currency  # type: ignore[return-value]
+        return self.firm.home_currency
+
+    def company_realms(self, default_realm: str) -> dict[str | None, str]:
+        """Every company the file bills from: {company key: realm id} ({None: default_realm}
+        without `companies:`)."""
+        if not self.companies:
+            return {None: default_realm}
+        return {k: c.realm_id for k, c in self.companies.items()}
+
+    def clients_by_company(self, client_keys: list[str] | None = None) -> dict[str | None, list[str]]:
+        """Client keys grouped by company key, in the order of `companies:` (sorted within)."""
+        keys = sorted(self.clients) if client_keys is None else sorted(set(client_keys))
+        out: dict[str | None, list[str]] = {k: [] for k in (self.companies or {None: None})}
+        for ck in keys:
+            out.setdefault(self.company_key(ck), []).append(ck)
+        return out
 
     def client_for_harvest_client(self, harvest_client_id: int) -> str | None:
         """The rules client key mapped to a Harvest client id, or None."""
@@ -462,20 +531,37 @@ def _semantic_problems(rules: RulesFile, key: str, harvest_ids: dict[int, str]) 
     return problems
 
 
-_MANY_COMPANIES = ("several QuickBooks companies in one rules file are not supported yet; bill each company "
-                   "from its own rules file (QBO_REALM_ID names the company)")
-
-
-def _company_problems(data: dict[str, Any], raw_clients: dict[Any, Any]) -> list[str]:
-    """DESIGN §5 "Many QuickBooks companies" is not built yet: reject its keys by path rather than
-    ignore them (ignoring `company: uk` would bill a UK client from the US company). Read from the
-    raw file, so a client that fails validation otherwise is still told."""
-    problems = []
-    if data.get("companies") is not None:
-        problems.append(f"companies: {_MANY_COMPANIES}")
-    for key, raw in raw_clients.items():
-        if isinstance(raw, dict) and raw.get("company") is not None:
-            problems.append(f"clients.{key}.company: {_MANY_COMPANIES}")
+def _company_problems(rules: RulesFile, head_ok: bool, raw_clients: dict[Any, Any]) -> list[str]:
+    """Every client resolves to exactly one company, and each company is a distinct realm: a
+    client billed from the wrong company would put its invoice in the wrong legal entity. A
+    client that failed validation is checked from the raw file, so it is told everything at once."""
+    problems: list[str] = []
+    companies = rules.companies or {}
+    realms: dict[str, str] = {}
+    for key, comp in companies.items():
+        if not CLIENT_KEY_RE.match(key):
+            problems.append(f"companies.{key}: company key must match [a-z0-9_-]+")
+        if comp.realm_id in realms:
+            problems.append(f"companies.{key}.realm_id: duplicate realm_id {comp.realm_id} (also companies."
+                            f"{realms[comp.realm_id]}): one QuickBooks company per key")
+        else:
+            realms[comp.realm_id] = key
+    if not head_ok and not companies:
+        return problems  # the `companies:` section itself is invalid (already reported)
+    named = {ck: c.company for ck, c in rules.clients.items()}
+    for ck, raw in raw_clients.items():
+        if str(ck) not in named and isinstance(raw, dict) and isinstance(raw.get("company"), (str, type(None))):
+            named[str(ck)] = raw.get("company")
+    for ck, company in named.items():
+        p = f"clients.{ck}.company"
+        if company is not None and not companies:
+            problems.append(f"{p}: names company {company!r} but the file has no companies: section "
+                            "(add companies: {<key>: {realm_id: ...}})")
+        elif company is not None and company not in companies:
+            problems.append(f"{p}: unknown company {company!r} (known: {', '.join(companies)})")
+        elif company is None and len(companies) > 1:
+            problems.append(f"{p}: required: the file bills from {len(companies)} QuickBooks companies "
+                            f"({', '.join(companies)}); say which one bills this client")
     return problems
 
 
@@ -551,9 +637,13 @@ def _validate(text: str, source: str) -> RulesFile:
         basis = RulesFile(version=1, defaults=defaults)
     rules = basis.model_copy(update={"clients": clients, "source": source})
     harvest_ids: dict[int, str] = {}
+    company_problems = _company_problems(rules, head is not None, raw_clients)
+    problems += company_problems
     for key in clients:
+        if company_problems:
+            # currency defaults (the company's home currency) need a resolved company
+            rules.clients[key] = clients[key].model_copy(update={"company": None})
         problems += _semantic_problems(rules, key, harvest_ids)
-    problems += _company_problems(data, raw_clients)
     if problems:
         raise RulesError(problems)
     assert head is not None

@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import config, money, stopping
+from sync_pipelines.billing.company_pricing import company_rows
 from sync_pipelines.defs.io_manager import read_stored
 from sync_pipelines.ledger import redact
 from sync_pipelines.run_errors import step_errors
@@ -294,20 +295,24 @@ def write_dry_run(run: BillingRun, out_dir: Path, *, definitions: dg.Definitions
     store = _store_dir(definitions)
     catalog = read_stored(store, "qbo_catalog", run.period)
     existing = read_stored(store, "qbo_existing_invoices", run.period)
-    customers = catalog[catalog["entity"] == "Customer"]
-    customer_ids = dict(zip(customers["name"], customers["id"]))
     diff_rows = []
     for cm in run.clients:
         if cm.preview_path and cm.preview_path.exists():
             shutil.copyfile(cm.preview_path, out_dir / f"{cm.client_key}_lines.csv")
         for inv in (cm.drafts or {}).get("invoices", []):
+            # the invoice's own QuickBooks company (several companies: a realm_id column)
+            realm = inv.get("realm_id") or (cm.drafts or {}).get("realm_id")
+            customers = company_rows(catalog, realm)
+            customers = customers[customers["entity"] == "Customer"]
+            customer_ids = dict(zip(customers["name"], customers["id"]))
+            existing_here = company_rows(existing, realm)
             ref = {"name": inv["customer_name"]}
             if inv["customer_name"] in customer_ids:
                 ref = {"value": str(customer_ids[inv["customer_name"]]), "name": inv["customer_name"]}
             payload = {**inv["payload"], "CustomerRef": ref}
             name = f"{inv['doc_number']}{'.HELD' if inv['status'] == 'held' else ''}.json"
             (out_dir / name).write_text(money.dumps(payload, sort_keys=True, indent=2) + "\n")
-            same_customer = existing[existing["customer_name"] == inv["customer_name"]]
+            same_customer = existing_here[existing_here["customer_name"] == inv["customer_name"]]
             # ours by DocNumber, or by the PrivateNote fingerprint when QuickBooks numbers invoices
             ours = same_customer[(same_customer["doc_number"] == inv["doc_number"])
                                  | (same_customer["private_note"] == inv["payload"].get("PrivateNote"))]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sync_pipelines.connectors.http import ApiError, ApiNotFound
@@ -217,6 +216,12 @@ def _run_command(action: Callable[[Ledger], Any]) -> tuple[Any, int | None]:
         ledger.dispose()
 
 
+def _realm_of(key: str) -> str | None:
+    """The realm an invoice key belongs to (keys are ``realm:client:period:group:gN``)."""
+    realm = key.split(":", 1)[0]
+    return realm if len(key.split(":")) >= 5 and realm.isdigit() else None
+
+
 def replay_main(key: str, *, release_claim: bool = False, out: Any = None) -> int:
     """``sync-pipelines ledger replay KEY``: 0 when the invoice is in QuickBooks and its
     write-backs are done, 1 otherwise (the message says why), 2 when the key cannot be replayed."""
@@ -228,7 +233,9 @@ def replay_main(key: str, *, release_claim: bool = False, out: Any = None) -> in
     out = out or sys.stdout
 
     def action(ledger: Ledger) -> Any:
-        with quickbooks_from_env(ledger.tokens, audit=ledger) as qbo, hubspot_from_env(audit=ledger) as hubspot, \
+        # the key starts with the realm of the company that holds the invoice
+        with quickbooks_from_env(ledger.tokens, audit=ledger, realm_id=_realm_of(key)) as qbo, \
+                hubspot_from_env(audit=ledger) as hubspot, \
                 harvest_from_env(audit=ledger) as harvest:
             inputs = writeback_inputs_from_apis(harvest, hubspot, config.rules_file())
             return replay(ledger, key, qbo=qbo, hubspot=hubspot, writeback_inputs=inputs, release_claim=release_claim)
@@ -256,7 +263,7 @@ def reissue_main(key: str, *, out: Any = None) -> int:
     out = out or sys.stdout
 
     def action(ledger: Ledger) -> Any:
-        with quickbooks_from_env(ledger.tokens, audit=ledger) as qbo:
+        with quickbooks_from_env(ledger.tokens, audit=ledger, realm_id=_realm_of(key)) as qbo:
             return reissue(ledger, key, qbo=qbo)
 
     result, status = _run_command(action)

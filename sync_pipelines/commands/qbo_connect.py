@@ -100,6 +100,7 @@ def connect(
     client_id: str,
     client_secret: str,
     expected_realm: str | None = None,
+    expected_source: str = "QBO_REALM_ID",
     host: str = "127.0.0.1",
     port: int = 0,
     show_url: Callable[[str], None],
@@ -133,8 +134,9 @@ def connect(
     if not code or not realm:
         raise ConnectError("QuickBooks' redirect carried no code or realmId; nothing was stored")
     if expected_realm and realm != expected_realm:
-        raise ConnectError(f"the company you connected is realm {realm}, but QBO_REALM_ID is {expected_realm}: "
-                           "connect that company, or change QBO_REALM_ID; nothing was stored")
+        raise ConnectError(f"the company you connected is realm {realm}, but {expected_source} is {expected_realm}: "
+                           f"choose that company on Intuit's consent screen, or change {expected_source}; "
+                           "nothing was stored")
     oauth = QboOAuth(token_url, client_id, client_secret, ledger.tokens, realm, audit=ledger)
     try:
         tokens = oauth.exchange_authorization_code(code, redirect_uri)
@@ -157,28 +159,35 @@ def _when(value: datetime | None, now: datetime) -> str:
 
 
 def print_status(ledger, *, configured_realm: str | None, out: TextIO | None = None,  # noqa: ANN001
-                 now: datetime | None = None) -> int:
-    """Each connected company and its token expiry; never a token. 1 when the configured company
-    is not connected or its refresh token has expired."""
+                 now: datetime | None = None, companies: dict[str, str] | None = None) -> int:
+    """Each company (the rules' `companies:` {key: realm}, the configured realm, and any other
+    connected realm) and its token expiry; never a token. 1 when a company the rules bill from
+    (or the configured one) is not connected or its refresh token has expired."""
     out = out or sys.stdout
     now = now or datetime.now(timezone.utc)
+    companies = companies or {}
+    by_realm = {realm: key for key, realm in companies.items()}
     rows = {c.realm_id: c for c in ledger.tokens.connections()}
-    realms = sorted(set(rows) | ({configured_realm} if configured_realm else set()))
+    needed = set(by_realm) | ({configured_realm} if configured_realm else set())
+    realms = list(companies.values()) + sorted((set(rows) | needed) - set(by_realm))
     if not realms:
         out.write("No QuickBooks company is connected. Run `sync-pipelines qbo connect`.\n")
         return EXIT_FAILED
     code = EXIT_OK
     for realm in realms:
+        key = by_realm.get(realm)
         mark = " (QBO_REALM_ID)" if realm == configured_realm else ""
+        name = f"company {key} (realm {realm}){mark}" if key else f"realm {realm}{mark}"
         c = rows.get(realm)
         if c is None:
-            out.write(f"realm {realm}{mark}: not connected. Run `sync-pipelines qbo connect`.\n")
-            code = EXIT_FAILED
+            out.write(f"{name}: not connected. Run `sync-pipelines qbo connect{' --company ' + key if key else ''}`.\n")
+            if realm in needed:
+                code = EXIT_FAILED
             continue
         expired = c.refresh_expires_at is not None and _aware(c.refresh_expires_at) <= now
-        if expired and realm == configured_realm:
+        if expired and realm in needed:
             code = EXIT_FAILED
-        out.write(f"realm {realm}{mark}: {'refresh token EXPIRED, reconnect' if expired else 'connected'}; "
+        out.write(f"{name}: {'refresh token EXPIRED, reconnect' if expired else 'connected'}; "
                   f"refresh token expires {_when(c.refresh_expires_at, now)}, last rotated "
                   f"{_when(c.refresh_rotated_at, now)}; access token expires {_when(c.access_expires_at, now)}\n")
     return code
@@ -188,12 +197,36 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def connect_main(*, port: int, open_browser: bool, out: TextIO | None = None) -> int:
+def rules_companies() -> dict[str, str]:
+    """{company key: realm} of the rules file's `companies:` (SYNC_RULES_FILE); raises
+    RulesError when the file is invalid."""
+    from sync_pipelines.billing.rules import load_rules
+
+    return {k: c.realm_id for k, c in (load_rules(config.rules_file()).companies or {}).items()}
+
+
+def connect_main(*, port: int, open_browser: bool, out: TextIO | None = None, company: str | None = None) -> int:
     """The CLI: reads QBO_CLIENT_ID / QBO_CLIENT_SECRET / QBO_AUTHORIZE_URL / QBO_TOKEN_URL and
-    (optional) QBO_REALM_ID from the environment; the ledger from SYNC_DATABASE_URL."""
+    (optional) QBO_REALM_ID from the environment; the ledger from SYNC_DATABASE_URL. With
+    `company` (a key of the rules' `companies:`, SYNC_RULES_FILE) the consent must be for that
+    company's realm_id."""
+    from sync_pipelines.billing.rules import RulesError
     from sync_pipelines.ledger import Ledger
 
     out = out or sys.stdout
+    expected, source = os.environ.get("QBO_REALM_ID") or None, "QBO_REALM_ID"
+    if company is not None:
+        try:
+            known = rules_companies()
+        except RulesError as exc:
+            out.write(f"cannot read the companies of the rules file {config.rules_file()}:\n"
+                      + "".join(f"  {p}\n" for p in exc.problems))
+            return EXIT_USAGE
+        if company not in known:
+            out.write(f"no company {company!r} in the rules file {config.rules_file()} (companies: "
+                      f"{', '.join(known) or 'none'})\n")
+            return EXIT_USAGE
+        expected, source = known[company], f"companies.{company}.realm_id"
     client_id, client_secret = os.environ.get("QBO_CLIENT_ID"), os.environ.get("QBO_CLIENT_SECRET")
     missing = [n for n, v in (("QBO_CLIENT_ID", client_id), ("QBO_CLIENT_SECRET", client_secret)) if not v]
     if missing:
@@ -212,7 +245,7 @@ def connect_main(*, port: int, open_browser: bool, out: TextIO | None = None) ->
     try:
         done = connect(ledger=ledger, authorize_base=config.setting("QBO_AUTHORIZE_URL"),
                        token_url=config.setting("QBO_TOKEN_URL"), client_id=client_id or "",
-                       client_secret=client_secret or "", expected_realm=os.environ.get("QBO_REALM_ID") or None,
+                       client_secret=client_secret or "", expected_realm=expected, expected_source=source,
                        port=port, show_url=show)
     except ConnectError as exc:
         out.write(f"not connected: {exc}\n")
@@ -220,19 +253,26 @@ def connect_main(*, port: int, open_browser: bool, out: TextIO | None = None) ->
     finally:
         ledger.dispose()
     now = datetime.now(timezone.utc)
-    out.write(f"Connected QuickBooks realm {done.realm_id}; the refresh token is stored in the ledger "
+    who = f"company {company} (realm {done.realm_id})" if company else f"realm {done.realm_id}"
+    out.write(f"Connected QuickBooks {who}; the refresh token is stored in the ledger "
               f"(expires {_when(done.refresh_expires_at, now)}).\n")
-    if not os.environ.get("QBO_REALM_ID"):
+    if not os.environ.get("QBO_REALM_ID") and company is None:
         out.write(f"Set QBO_REALM_ID={done.realm_id} for billing runs.\n")
     return EXIT_OK
 
 
 def status_main(out: TextIO | None = None) -> int:
+    from sync_pipelines.billing.rules import RulesError
     from sync_pipelines.ledger import Ledger
 
     ledger = Ledger(config.ledger_url())
     ledger.migrate()
     try:
-        return print_status(ledger, configured_realm=os.environ.get("QBO_REALM_ID") or None, out=out)
+        try:
+            companies = rules_companies()
+        except (RulesError, OSError):
+            companies = {}  # no readable rules file: the connected realms alone
+        return print_status(ledger, configured_realm=os.environ.get("QBO_REALM_ID") or None, out=out,
+                            companies=companies)
     finally:
         ledger.dispose()

@@ -49,14 +49,18 @@ def hubspot_from_env(env: Mapping[str, str] | None = None, *, audit: AuditSink |
 
 def quickbooks_from_env(token_store: TokenStore, env: Mapping[str, str] | None = None, *,
                         audit: AuditSink | None = None, oauth_kwargs: Mapping[str, Any] | None = None,
-                        **kwargs: Any) -> QuickBooksClient:
-    """QuickBooksClient + QboOAuth. ``QBO_REFRESH_TOKEN`` only seeds an empty ``token_store``.
-    With the ledger as `audit` (and no limiter, sleep or clock of the caller's) the client's calls
-    go through the company's call budget in that ledger, shared with every other process."""
+                        realm_id: str | None = None, **kwargs: Any) -> QuickBooksClient:
+    """QuickBooksClient + QboOAuth for `realm_id` (None: ``QBO_REALM_ID``). ``QBO_REFRESH_TOKEN``
+    only seeds an empty ``token_store``, and only for the ``QBO_REALM_ID`` company (another
+    company is connected with ``qbo connect --company``). With the ledger as `audit` (and no
+    limiter, sleep or clock of the caller's) the client's calls go through the company's call
+    budget in that ledger, shared with every other process."""
     env = os.environ if env is None else env
-    realm = _get(env, "QBO_REALM_ID")
+    default = env.get("QBO_REALM_ID")
+    realm = realm_id or _get(env, "QBO_REALM_ID")
+    seed = (env.get("QBO_REFRESH_TOKEN") or None) if realm == default else None
     oauth = QboOAuth(_get(env, "QBO_TOKEN_URL"), _get(env, "QBO_CLIENT_ID"), _get(env, "QBO_CLIENT_SECRET"),
-                     token_store, realm, env.get("QBO_REFRESH_TOKEN") or None, audit=audit,
+                     token_store, realm, seed, audit=audit,
                      **dict(oauth_kwargs or {}))
     from sync_pipelines.ledger import Ledger
 

@@ -67,19 +67,24 @@ def _stored_rejected(meta: dict[str, Any]) -> pd.DataFrame | None:
     return raw.astype(REJECTED_COLUMNS)
 
 
-def stored_invoices(context: dg.AssetExecutionContext) -> tuple[pd.DataFrame | None, datetime | None]:
-    """The stored QuickBooks invoices of this month and when that extraction started, or (None, None)."""
+def stored_invoices(context: dg.AssetExecutionContext, realm_id: str) -> tuple[pd.DataFrame | None, datetime | None]:
+    """One company's stored QuickBooks invoices of this month and when that extraction started,
+    or (None, None) when that company was not part of the stored extraction (a company added
+    since must be queried in full: an empty CDC catch-up would report none of its invoices)."""
     meta = last_materialization_metadata(context)
     if meta is None or not meta.get("path") or not meta.get("extracted_at"):
+        return None, None
+    if realm_id not in str(meta.get("realms", "")).split(","):
         return None, None
     try:
         frame = pd.read_parquet(meta["path"])
         at = datetime.fromisoformat(str(meta["extracted_at"]))
     except (OSError, ValueError):
         return None, None
-    if len(frame) != int(meta.get("dagster/row_count", -1)) or list(frame.columns) != EXISTING_INVOICE_COLUMNS:
+    # every company's invoices, tagged with the company and realm they were read from
+    if len(frame) != int(meta.get("dagster/row_count", -1)) or list(frame.columns) != [*EXISTING_INVOICE_COLUMNS, "company", "realm_id"]:
         return None, None
-    return frame, at
+    return frame[frame["realm_id"] == realm_id][EXISTING_INVOICE_COLUMNS].reset_index(drop=True), at
 
 
 def stored_deals(context: dg.AssetExecutionContext) -> StoredDeals | None:

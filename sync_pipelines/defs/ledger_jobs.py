@@ -27,7 +27,8 @@ def void_checked_in_quickbooks(
     from sync_pipelines.commands.ledger_commands import CommandError, check_voided
 
     try:
-        with quickbooks.client() as client:
+        # the key starts with the realm of the company that holds the invoice
+        with quickbooks.client(config.key.split(":", 1)[0]) as client:
             record = check_voided(ledger.open(), config.key, client)
     except CommandError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -37,6 +37,16 @@ class CredentialsRefused(dg.Failure):
         self.cause = cause
 
 
+def quickbooks_refused(exc: QboReconnectRequired) -> CredentialsRefused:
+    """The step failure (no retries) for a QuickBooks company that refused the refresh token."""
+    return CredentialsRefused(
+        exc,
+        description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
+        metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
+        allow_retries=False,
+    )
+
+
 @contextmanager
 def _credentials_refused_fail_at_once(client):
     """Yield `client`, closed after; a refused credential fails the step without step retries.
@@ -48,12 +58,7 @@ def _credentials_refused_fail_at_once(client):
     try:
         yield client
     except QboReconnectRequired as exc:
-        raise CredentialsRefused(
-            exc,
-            description=f"{exc} Nothing was posted twice: the ledger kept every invoice's state.",
-            metadata={"realm_id": dg.MetadataValue.text(str(exc.realm_id))},
-            allow_retries=False,
-        ) from None
+        raise quickbooks_refused(exc) from None
     except ApiAuthError as exc:
         raise CredentialsRefused(exc, description=f"{exc} Check the access token; retrying cannot help.",
                                  allow_retries=False) from None
@@ -126,11 +131,14 @@ class HubSpotResource(dg.ConfigurableResource):
 
 
 class QuickBooksResource(dg.ConfigurableResource):
-    """QuickBooks Online Accounting API v3 for one realm.
+    """QuickBooks Online Accounting API v3, one client per company (realm).
 
-    OAuth refresh tokens rotate: ``refresh_token`` (``QBO_REFRESH_TOKEN``) only seeds the ledger;
-    every rotated token is saved in the ledger before it is used, and refreshes are single-flight
-    across processes.
+    ``realm_id`` (``QBO_REALM_ID``) is the default company: the one of a rules file without
+    `companies:`. Every company has its own OAuth connection in the ledger (keyed by realm) and
+    its own rate limiter (the connector keys it by realm). OAuth refresh tokens rotate:
+    ``refresh_token`` (``QBO_REFRESH_TOKEN``) only seeds the default company's token; another
+    company is connected with ``sync-pipelines qbo connect --company KEY``. Every rotated token is
+    saved in the ledger before it is used, and refreshes are single-flight across processes.
     """
 
     base_url: str
@@ -143,22 +151,33 @@ class QuickBooksResource(dg.ConfigurableResource):
     ledger: LedgerResource
 
     @contextmanager
-    def client(self) -> Iterator[QuickBooksClient]:
-        """A client for one step, its OAuth tokens kept in the ledger; every call is audited.
-        `invalid_grant` (the refresh token refused) fails the step at once, without step retries."""
+    def client(self, realm_id: str | None = None) -> Iterator[QuickBooksClient]:
+        """A client of one company (`realm_id`; None: QBO_REALM_ID) for one step, its OAuth tokens
+        kept in the ledger; every call is audited. `invalid_grant` (the refresh token refused)
+        fails the step at once, without step retries."""
+        with self.company_client(realm_id) as client, _credentials_refused_fail_at_once(client):
+            yield client
+
+    @contextmanager
+    def company_client(self, realm_id: str | None = None) -> Iterator[QuickBooksClient]:
+        """Like `client`, but a refused token raises the connector's `QboReconnectRequired`
+        (so a step serving several companies can go on with the others)."""
+        realm = str(realm_id or self.realm_id)
         ledger = self.ledger.open()
+        # QBO_REFRESH_TOKEN is the default company's: never offer it to another realm
+        seed = self.refresh_token if realm == str(self.realm_id) else None
         oauth = QboOAuth(
-            self.token_url, self.client_id, self.client_secret, ledger.tokens, self.realm_id,
-            seed_refresh_token=self.refresh_token, timeout=self.timeout_seconds, audit=ledger,
+            self.token_url, self.client_id, self.client_secret, ledger.tokens, realm,
+            seed_refresh_token=seed, timeout=self.timeout_seconds, audit=ledger,
         )
         # The company's throttle is shared with every other process posting to it (ledger-backed).
-        budget = shared_call_budget(ledger, self.realm_id)
-        client = QuickBooksClient(self.base_url, self.realm_id, oauth, timeout=self.timeout_seconds, audit=ledger,
+        budget = shared_call_budget(ledger, realm)
+        client = QuickBooksClient(self.base_url, realm, oauth, timeout=self.timeout_seconds, audit=ledger,
                                   limiter=budget.calls, batch_limiter=budget.batches)
         try:
-            with _credentials_refused_fail_at_once(client):
-                yield client
+            yield client
         finally:
+            client.close()
             oauth.close()
 
 

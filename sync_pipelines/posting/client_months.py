@@ -38,13 +38,16 @@ class MonthPosting:
 
 def month_posting(document: dict[str, Any], client_keys: Iterable[str]) -> MonthPosting:
     """Select ``client_keys``' drafts from the month's document, leaving out each client whose
-    drafts are inconsistent (checked client by client: a problem names its invoice)."""
+    drafts are inconsistent (checked client by client: a problem names its invoice) and each
+    client the month could not price (``document["unpriced_clients"]``: client -> why)."""
     selected = set(client_keys)
     by_client: dict[str, list[dict[str, Any]]] = {}
     for inv in document["invoices"]:
         if inv["client_key"] in selected:
             by_client.setdefault(inv["client_key"], []).append(inv)
-    problems: dict[str, list[str]] = {}
+    # clients the month could not price at all (their QuickBooks company could not be read)
+    problems: dict[str, list[str]] = {ck: [why] for ck, why in document.get("unpriced_clients", {}).items()
+                                      if ck in selected}
     postable: list[dict[str, Any]] = []
     for client_key, invoices in by_client.items():
         found = draft_problems({**document, "invoices": invoices})

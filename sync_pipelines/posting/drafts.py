@@ -105,7 +105,8 @@ def posting_drafts(document: dict[str, Any]) -> list[PostingDraft]:
     return [
         PostingDraft(
             key=inv["invoice_key"],
-            realm_id=realm_id,
+            # a document of several companies names each invoice's realm (posting.company_drafts)
+            realm_id=inv.get("realm_id") or realm_id,
             client_key=inv["client_key"],
             period=inv["period"],
             group_key=inv["group_key"],

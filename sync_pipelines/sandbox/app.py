@@ -126,15 +126,21 @@ class Sandbox:
         with self.st.lock:
             events, self.st.pending_events = self.st.pending_events, []
             config = dict(self.st.webhooks)
-            realm = self.st.realm_id
+            primary = self.st.realm_id
         if not events:
             return
-        for api in ("hubspot", "quickbooks"):
-            batch = [e for a, e in events if a == api]
-            if batch:
-                self.webhook_sender.submit(api, batch, config, realm)
+        hubspot = [e[1] for e in events if e[0] == "hubspot"]
+        if hubspot:
+            self.webhook_sender.submit("hubspot", hubspot, config, primary)
+        # Intuit notifies each company's changes under its own realmId
+        by_realm: dict[str, list[dict]] = {}
+        for e in events:
+            if e[0] == "quickbooks":
+                by_realm.setdefault(e[2] if len(e) > 2 else primary, []).append(e[1])
+        for realm, batch in by_realm.items():
+            self.webhook_sender.submit("quickbooks", batch, config, realm)
 
-    def _route(self, table: list[Route_], req: Req) -> Resp | None:
+    def _route(self, table: list[Route_], req: Req, st: Any = None) -> Resp | None:
         allowed = False
         for method, pattern, handler in table:
             m = pattern.match(req.path)
@@ -142,7 +148,7 @@ class Sandbox:
                 if method != req.method:
                     allowed = True
                     continue
-                return handler(self.st, req, **m.groupdict())
+                return handler(self.st if st is None else st, req, **m.groupdict())
         if allowed:
             return Resp(405, {"status": "error", "message": f"Method {req.method} not allowed on {req.path}"})
         return None
@@ -163,7 +169,10 @@ class Sandbox:
             return denied
         m = re.match(r"/v3/company/([^/]+)(/|$)", req.path)
         realm = m.group(1) if m else ""
-        if realm != self.st.realm_id:
+        view = self.st.for_realm(realm)
+        # Intuit binds an access token to the company the user connected: another realm's
+        # token (or a realm the sandbox does not serve) is refused, never served cross-company
+        if view is None or qbo_api.token_realm(self.st, req) != realm:
             return qbo_api.fault_resp(
                 403, [("message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
                        f"The access token is not authorised for realm {realm}", "3100", "")], "AUTHENTICATION")
@@ -179,7 +188,7 @@ class Sandbox:
             if hit is not None:
                 return Resp(int(hit[0]), hit[1].encode(), replayable=False)
         try:
-            resp = self._route(QBO, req)
+            resp = self._route(QBO, req, view)
             if resp is None:
                 resp = qbo_api.fault_resp(400, [("Unsupported Operation", f"Operation Could not find resource for relative : {req.path}", "500", "")])
         except qbo_api.Fault as f:
@@ -287,6 +296,15 @@ class Sandbox:
                 if req.method == "DELETE":
                     self.faults = {a: FaultConfig() for a in APIS}
                     return Resp(200, {"cleared": True})
+            if path == "/_sandbox/consent" and req.method == "POST":
+                # which company the sandbox's user picks on the next Intuit consent screen
+                realm = body.get("realm_id")
+                with self.st.lock:
+                    if realm is not None and str(realm) not in self.st.books:
+                        raise ValueError(f"no company with realm_id {realm!r} (served: {', '.join(self.st.books)})")
+                    self.st.consent_realm = None if realm is None else str(realm)
+                    self.st.touch("sandbox")
+                return Resp(200, {"consent_realm": self.st.consent_realm or self.st.realm_id}, mutated=True)
             if path == "/_sandbox/rate_limits":
                 if req.method == "POST":
                     self.rate_limits = RateLimits.coerce({**self.rate_limits.as_dict(), **body})
@@ -309,11 +327,19 @@ class Sandbox:
                     return Resp(200, {"config": dict(self.st.webhooks), "deliveries": list(self.webhook_sender.log)[-200:]})
             if path == "/_sandbox/expire_tokens" and req.method == "POST":
                 with self.st.lock:
-                    n = len(self.st.access_tokens)
-                    self.st.access_tokens = {t: 0 for t in self.st.access_tokens}
+                    # {"realm_id": R}: only that company's connection (the other companies keep theirs)
+                    realm = body.get("realm_id")
+                    if realm is not None and str(realm) not in self.st.books:
+                        raise ValueError(f"no company with realm_id {realm!r} (served: {', '.join(self.st.books)})")
+                    mine = [t for t in self.st.access_tokens
+                            if realm is None or self.st.access_token_realms.get(t, self.st.realm_id) == str(realm)]
+                    n = len(mine)
+                    self.st.access_tokens.update({t: 0 for t in mine})
                     revoked = bool(body.get("refresh_token", False))
                     if revoked:  # the app must be reconnected: every refresh now gets invalid_grant
-                        self.st.refresh_token = "sbx-rt-revoked-" + new_uuid()
+                        for r, book in self.st.books.items():
+                            if realm is None or r == str(realm):
+                                book.refresh_token = "sbx-rt-revoked-" + new_uuid()
                     self.st.touch("sandbox")
                 return Resp(200, {"expired_access_tokens": n, "refresh_token_revoked": revoked}, mutated=True)
             if path.startswith("/_sandbox/actions/") and req.method == "POST":
@@ -413,7 +439,7 @@ def create_app(sb: Sandbox) -> Starlette:
 
 async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, str]) -> Resp:
     fc = sb.faults[api]
-    kind = fc.draw()
+    kind = fc.draw() if fc.applies_to(req.path) else None
     if kind is not None:
         sb.faults_injected[(api, kind)] += 1
     limited, headers = sb.check_rate(api, req)

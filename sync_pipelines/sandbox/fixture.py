@@ -40,7 +40,7 @@ QBO_COLLECTIONS = ("customers", "items", "classes", "terms", "invoices", "paymen
 SECTIONS = {
     "harvest": HARVEST_COLLECTIONS,
     "hubspot": HUBSPOT_COLLECTIONS,
-    "quickbooks": QBO_COLLECTIONS + ("realm_id", "preferences", "company_info"),
+    "quickbooks": QBO_COLLECTIONS + ("realm_id", "preferences", "company_info", "companies"),
     "sandbox": None,
 }
 
@@ -230,7 +230,11 @@ def validate_fixture(fixture: Any) -> dict:
 
     _check_harvest(c, out["harvest"])
     _check_hubspot(c, out["hubspot"])
-    _check_quickbooks(c, out["quickbooks"])
+    companies = out["quickbooks"].get("companies")
+    if companies is None:
+        _check_quickbooks(c, out["quickbooks"])
+    else:
+        out["quickbooks"] = _check_companies(c, out["quickbooks"], companies)
     if c.problems:
         raise FixtureError(c.problems)
     return out
@@ -351,51 +355,89 @@ def _check_hubspot(c: _Checker, h: dict) -> None:
         c.int_id(a, "type_id", p)
 
 
-def _check_quickbooks(c: _Checker, q: dict) -> None:
+def _check_companies(c: _Checker, q: dict, companies: Any) -> dict:
+    """`quickbooks.companies: {<realm id>: {preferences, company_info, customers, ...}}`: several
+    QuickBooks companies, each validated like the one-company form (the first is the primary)."""
+    others = [k for k in q if k != "companies" and (q[k] or k not in QBO_COLLECTIONS)]
+    for k in others:
+        c.err(f"quickbooks.{k}", "not allowed beside quickbooks.companies (put it in a company)")
+    if not isinstance(companies, dict) or not companies:
+        c.err("quickbooks.companies", "must be a non-empty object of realm id -> company")
+        return {"companies": {}}
+    out = {}
+    for realm, cq in companies.items():
+        p = f"quickbooks.companies.{realm}"
+        if not isinstance(realm, str) or not _NUMERIC_ID.match(realm):
+            c.err(p, "a realm id is a numeric string")
+        if not isinstance(cq, dict):
+            c.err(p, "must be an object")
+            continue
+        for key in cq:
+            if key not in QBO_COLLECTIONS + ("preferences", "company_info"):
+                c.err(f"{p}.{key}", f"unknown collection (expected one of {', '.join(QBO_COLLECTIONS)}, preferences, company_info)")
+        for coll in QBO_COLLECTIONS:
+            v = cq.get(coll)
+            if v is None or not isinstance(v, list):
+                if v is not None:
+                    c.err(f"{p}.{coll}", "must be a list")
+                cq[coll] = []
+            else:
+                for i, rec in enumerate(v):
+                    if not isinstance(rec, dict):
+                        c.err(f"{p}.{coll}[{i}]", "must be an object")
+                cq[coll] = [r for r in v if isinstance(r, dict)]
+        cq["realm_id"] = str(realm)
+        _check_quickbooks(c, cq, p)
+        cq.pop("realm_id", None)
+        out[str(realm)] = cq
+    return {"companies": out}
+
+
+def _check_quickbooks(c: _Checker, q: dict, where: str = "quickbooks") -> None:
     realm = q.get("realm_id")
     if realm is None:
         q["realm_id"] = credentials.QBO_REALM_ID
     elif not isinstance(realm, str) or not realm:
-        c.err("quickbooks.realm_id", f"must be a non-empty string, got {realm!r}")
+        c.err(f"{where}.realm_id", f"must be a non-empty string, got {realm!r}")
     prefs = q.get("preferences")
     if prefs is None:
         q["preferences"] = copy.deepcopy(DEFAULT_PREFERENCES)
     elif not isinstance(prefs, dict):
-        c.err("quickbooks.preferences", "must be an object (QBO Preferences shape)")
+        c.err(f"{where}.preferences", "must be an object (QBO Preferences shape)")
     else:
         cp = prefs.get("CurrencyPrefs", {})
         if not isinstance(cp, dict):
-            c.err("quickbooks.preferences.CurrencyPrefs", "must be an object")
+            c.err(f"{where}.preferences.CurrencyPrefs", "must be an object")
         else:
             if "MultiCurrencyEnabled" in cp and not isinstance(cp["MultiCurrencyEnabled"], bool):
-                c.err("quickbooks.preferences.CurrencyPrefs.MultiCurrencyEnabled", "must be true or false")
+                c.err(f"{where}.preferences.CurrencyPrefs.MultiCurrencyEnabled", "must be true or false")
             hc = cp.get("HomeCurrency")
             if hc is not None and not (isinstance(hc, dict) and isinstance(hc.get("value"), str)):
-                c.err("quickbooks.preferences.CurrencyPrefs.HomeCurrency", 'must be {"value": "USD"}-shaped')
+                c.err(f"{where}.preferences.CurrencyPrefs.HomeCurrency", 'must be {"value": "USD"}-shaped')
     info = q.get("company_info")
     if info is None:
         q["company_info"] = copy.deepcopy(DEFAULT_COMPANY_INFO)
     elif not isinstance(info, dict):
-        c.err("quickbooks.company_info", "must be an object (QBO CompanyInfo shape)")
+        c.err(f"{where}.company_info", "must be an object (QBO CompanyInfo shape)")
     else:
-        c.string(info, "Country", "quickbooks.company_info")
+        c.string(info, "Country", f"{where}.company_info")
     for group, keys in (("SalesFormsPrefs", ("AllowDiscount", "CustomTxnNumbers")),
                         ("AccountingInfoPrefs", ("ClassTrackingPerTxn", "ClassTrackingPerTxnLine")),
                         ("TaxPrefs", ("UsingSalesTax", "PartnerTaxEnabled"))):
         sub = (q.get("preferences") or {}).get(group) if isinstance(q.get("preferences"), dict) else None
         if sub is not None and not isinstance(sub, dict):
-            c.err(f"quickbooks.preferences.{group}", "must be an object")
+            c.err(f"{where}.preferences.{group}", "must be an object")
             continue
         for k in keys:
             if sub is not None and k in sub and not isinstance(sub[k], bool):
-                c.err(f"quickbooks.preferences.{group}.{k}", "must be true or false")
+                c.err(f"{where}.preferences.{group}.{k}", "must be true or false")
     ids: dict[str, set] = {}
     name_key = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name", "tax_codes": "Name",
                 "tax_rates": "Name"}
     for coll in QBO_COLLECTIONS:
         pairs = []
         for i, r in enumerate(q[coll]):
-            p = f"quickbooks.{coll}[{i}]"
+            p = f"{where}.{coll}[{i}]"
             rid = c.string(r, "Id", p)
             # US companies' tax codes are "TAX" and "NON"; every other QBO id is numeric
             if rid is not None and coll != "tax_codes" and not _NUMERIC_ID.match(rid):
@@ -433,7 +475,7 @@ def _check_quickbooks(c: _Checker, q: dict) -> None:
                 lines = r.get("Line")
                 if not isinstance(lines, list):
                     c.err(f"{p}.Line", "required (list of lines)")
-        ids[coll] = _unique(c, f"quickbooks.{coll}", pairs, key="Id")
+        ids[coll] = _unique(c, f"{where}.{coll}", pairs, key="Id")
 
 
 def dump_json(fixture: dict, path: str | Path | None = None) -> str:

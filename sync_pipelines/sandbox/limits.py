@@ -127,10 +127,12 @@ class FaultConfig:
     latency_ms: int = 0
     timeout_ms: int = 30_000
     seed: int | None = None
+    # QuickBooks only: the faults hit this company's requests only (None: every request)
+    realm_id: str | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     FIELDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response", "rate_short_page", "latency_ms",
-              "timeout_ms", "seed")
+              "timeout_ms", "seed", "realm_id")
 
     @classmethod
     def from_dict(cls, d: dict) -> "FaultConfig":
@@ -141,7 +143,9 @@ class FaultConfig:
         for k in cls.FIELDS:
             if k in d and d[k] is not None:
                 v = d[k]
-                if k.startswith("rate_"):
+                if k == "realm_id":
+                    v = str(v)
+                elif k.startswith("rate_"):
                     v = float(str(v))  # a probability, not money
                     if not 0.0 <= v <= 1.0:
                         raise ValueError(f"{k} must be between 0 and 1")
@@ -155,6 +159,10 @@ class FaultConfig:
     def as_dict(self) -> dict[str, Any]:
         # probabilities travel as exact decimal literals (the JSON writer refuses binary floats)
         return {k: (Decimal(repr(v)) if isinstance(v, float) else v) for k, v in ((k, getattr(self, k)) for k in self.FIELDS)}
+
+    def applies_to(self, path: str) -> bool:
+        """Whether a request to `path` draws faults (a realm-bound config spares other realms)."""
+        return self.realm_id is None or path.startswith(f"/v3/company/{self.realm_id}/")
 
     def draw(self) -> str | None:
         """Pick the fault for one request (None = serve normally)."""

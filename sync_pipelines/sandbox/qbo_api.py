@@ -102,6 +102,12 @@ def check_auth(st: SandboxState, req: Req) -> Resp | None:
     return None
 
 
+def token_realm(st: SandboxState, req: Req) -> str | None:
+    """The realm the request's (already checked) access token was minted for."""
+    token = req.headers.get("authorization", "")[7:].strip()
+    return st.access_token_realms.get(token, st.realm_id) if token in st.access_tokens else None
+
+
 def envelope(entity: str, obj: Any) -> dict:
     return {entity: obj, "time": qbo_time()}
 
@@ -1025,10 +1031,12 @@ def authorize_endpoint(st: SandboxState, req: Req) -> Resp:
         params = [("error", problem)] + ([("state", state)] if state else [])
         return Resp(302, b"", headers={"Location": redirect + sep + urlencode(params)}, content_type="text/plain")
     code = "sbx-ac-" + secrets.token_urlsafe(24)
+    # the user picks the company on Intuit's consent screen; the code is for that company only
+    realm = st.consent_realm or st.realm_id
     st.auth_codes = {c: v for c, v in st.auth_codes.items() if v["expires"] > time.time()}
-    st.auth_codes[code] = {"redirect_uri": redirect, "expires": int(time.time()) + AUTH_CODE_TTL_S}
+    st.auth_codes[code] = {"redirect_uri": redirect, "expires": int(time.time()) + AUTH_CODE_TTL_S, "realm_id": realm}
     st.touch("sandbox")
-    location = redirect + sep + urlencode([("code", code), ("state", state), ("realmId", st.realm_id)])
+    location = redirect + sep + urlencode([("code", code), ("state", state), ("realmId", realm)])
     return Resp(302, b"", headers={"Location": location}, content_type="text/plain", mutated=True)
 
 
@@ -1054,25 +1062,31 @@ def token_endpoint(st: SandboxState, req: Req, rotate: str | int = "always") -> 
         st.touch("sandbox")
         if issued is None or issued["expires"] <= time.time() or issued["redirect_uri"] != form.get("redirect_uri"):
             return _oauth_error(400, "invalid_grant")
+        book = st.books.get(issued.get("realm_id") or st.realm_id)
+        if book is None:
+            return _oauth_error(400, "invalid_grant")
         new_connection = True
     elif grant != "refresh_token":
         return _oauth_error(400, "unsupported_grant_type" if grant else "invalid_request")
     else:
-        rt = form.get("refresh_token")
-        if not rt or rt != st.refresh_token:
+        # a refresh token belongs to one company's connection; the tokens it mints are bound to it
+        book = st.book_of_refresh_token(form.get("refresh_token"))
+        if book is None:
             return _oauth_error(400, "invalid_grant")
     now = time.time()
     access = "sbx-at-" + secrets.token_urlsafe(24)
     # drop expired access tokens so the state does not grow without bound
     st.access_tokens = {t: e for t, e in st.access_tokens.items() if e > now}
+    st.access_token_realms = {t: r for t, r in st.access_token_realms.items() if t in st.access_tokens}
     st.access_tokens[access] = int(now) + credentials.ACCESS_TOKEN_TTL_S
+    st.access_token_realms[access] = book.realm_id
     st.refresh_serial += 1
     if new_connection or rotate == "always" or (isinstance(rotate, int) and rotate > 0 and st.refresh_serial % rotate == 0):
         # a new connection supersedes the company's earlier refresh token
-        st.refresh_token = f"sbx-rt-{st.refresh_serial}-" + secrets.token_urlsafe(16)
+        book.refresh_token = f"sbx-rt-{st.refresh_serial}-" + secrets.token_urlsafe(16)
     st.touch("sandbox")
     body = {"token_type": "bearer", "access_token": access, "expires_in": credentials.ACCESS_TOKEN_TTL_S,
-            "refresh_token": st.refresh_token, "x_refresh_token_expires_in": credentials.REFRESH_TOKEN_TTL_S}
+            "refresh_token": book.refresh_token, "x_refresh_token_expires_in": credentials.REFRESH_TOKEN_TTL_S}
     if req.headers.get("x-include-refresh-token-hard-expires-in", "").lower() == "true":
         body["x_refresh_token_hard_expires_in"] = 5 * 365 * 86400
     return Resp(200, body, headers={"Cache-Control": "no-store"}, mutated=True)

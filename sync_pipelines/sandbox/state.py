@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import credentials
 from .fixture import validate_fixture
 from .http import dumps
+from .qbo_books import BOOK_ATTRIBUTES, QboBook, RealmView, default_refresh_token
 
 NAME_LIST = {"customers": "DisplayName", "items": "Name", "classes": "Name", "terms": "Name", "tax_codes": "Name",
              "tax_rates": "Name"}
@@ -74,33 +74,43 @@ class SandboxState:
             self.associations: list[dict] = list(hs.get("associations", []))
 
             q = fx["quickbooks"]
-            self.realm_id: str = q["realm_id"]
-            self.preferences: dict = q["preferences"]
-            self.company_info: dict = q["company_info"]
-            self.qbo: dict[str, dict[str, dict]] = {}
-            max_id = 0
-            for k in QBO_ENTITY:
-                recs = sorted(q.get(k, []), key=lambda r: (not r["Id"].isdigit(), int(r["Id"]) if r["Id"].isdigit() else 0, r["Id"]))
-                for r in recs:
-                    r.setdefault("SyncToken", "0")
-                    r.setdefault("domain", "QBO")
-                    if k in NAME_LIST:
-                        r.setdefault("Active", True)
-                    if r["Id"].isdigit():
-                        max_id = max(max_id, int(r["Id"]))
-                self.qbo[k] = {r["Id"]: r for r in recs}
-
             sb = fx.get("sandbox") or {}
-            self.next_qbo_id = max(int(sb.get("next_qbo_id", 0) or 0), max_id + 1)
             oauth = sb.get("oauth") or {}
-            self.refresh_token: str = oauth.get("refresh_token") or credentials.QBO_REFRESH_TOKEN
+            # a fixture is one company (realm_id, preferences, ... at the top of `quickbooks`) or
+            # several (`quickbooks.companies: {realm: {...}}`); the first listed is the primary
+            companies = q.get("companies") or {q["realm_id"]: q}
+            deleted = list(sb.get("qbo_deleted") or [])
+            tokens = dict(oauth.get("refresh_tokens") or {})
+            self.books: dict[str, QboBook] = {}
+            max_id = 0
+            for n, (realm, cq) in enumerate(companies.items()):
+                qbo: dict[str, dict[str, dict]] = {}
+                for k in QBO_ENTITY:
+                    recs = sorted(cq.get(k, []), key=lambda r: (not r["Id"].isdigit(), int(r["Id"]) if r["Id"].isdigit() else 0, r["Id"]))
+                    for r in recs:
+                        r.setdefault("SyncToken", "0")
+                        r.setdefault("domain", "QBO")
+                        if k in NAME_LIST:
+                            r.setdefault("Active", True)
+                        if r["Id"].isdigit():
+                            max_id = max(max_id, int(r["Id"]))
+                    qbo[k] = {r["Id"]: r for r in recs}
+                token = tokens.get(realm) or (oauth.get("refresh_token") if n == 0 else None) \
+                    or default_refresh_token(realm, primary=n == 0)
+                self.books[realm] = QboBook(realm, cq["preferences"], cq["company_info"], qbo, token,
+                                            [d for d in deleted if d.get("realm_id", realm if n == 0 else None) == realm])
+            self.realm_id: str = next(iter(self.books))
+
+            self.next_qbo_id = max(int(sb.get("next_qbo_id", 0) or 0), max_id + 1)
             self.refresh_serial: int = int(oauth.get("refresh_serial", 0) or 0)
             self.access_tokens: dict[str, int] = dict(oauth.get("access_tokens") or {})
-            # authorization codes issued by /connect/oauth2: code -> {"redirect_uri", "expires"}
+            # the realm each access token was minted for (Intuit binds a token to its company)
+            self.access_token_realms: dict[str, str] = dict(oauth.get("access_token_realms") or {})
+            # authorization codes issued by /connect/oauth2: code -> {"redirect_uri", "expires", "realm_id"}
             self.auth_codes: dict[str, dict] = dict(oauth.get("auth_codes") or {})
+            # the company the sandbox's user picks on the next consent screen (None: the primary)
+            self.consent_realm: str | None = oauth.get("consent_realm")
             self.replays: dict[str, list] = dict(sb.get("qbo_requests") or {})  # "realm|requestid" -> [status, body]
-            # QBO deletions, for CDC: {"entity": "Invoice", "Id": "61", "LastUpdatedTime": "..."}
-            self.qbo_deleted: list[dict] = list(sb.get("qbo_deleted") or [])
             # webhook subscriptions: {"hubspot_url", "quickbooks_url", "quickbooks_format"}
             self.webhooks: dict = dict(sb.get("webhooks") or {})
             self.hubspot_event_seq: int = int(sb.get("hubspot_event_seq", 0) or 0)
@@ -109,10 +119,6 @@ class SandboxState:
             self.defined_deal_properties |= set(EXTRA_DEAL_PROPERTIES) | set(HUBSPOT_DEFAULT_DEAL_PROPERTIES)
             for d in self.hubspot["deals"].values():
                 self.defined_deal_properties |= set(d["properties"])
-            self.invoices_by_doc: dict[str, str] = {}
-            for inv in self.qbo["invoices"].values():
-                if inv.get("DocNumber"):
-                    self.invoices_by_doc.setdefault(inv["DocNumber"], inv["Id"])
 
     def reset(self) -> None:
         self.load(self.initial_fixture)
@@ -130,22 +136,21 @@ class SandboxState:
                     "line_items": list(self.hubspot["line_items"].values()),
                     "associations": list(self.associations),
                 },
-                "quickbooks": {
-                    "realm_id": self.realm_id,
-                    "preferences": self.preferences,
-                    "company_info": self.company_info,
-                    **{k: list(v.values()) for k, v in self.qbo.items()},
-                },
+                "quickbooks": ({"realm_id": self.realm_id, **self.primary.section()} if len(self.books) == 1 else
+                               {"companies": {r: b.section() for r, b in self.books.items()}}),
                 "sandbox": {
                     "next_qbo_id": self.next_qbo_id,
                     "oauth": {
                         "refresh_token": self.refresh_token,
+                        "refresh_tokens": {r: b.refresh_token for r, b in self.books.items()},
                         "refresh_serial": self.refresh_serial,
                         "access_tokens": dict(self.access_tokens),
+                        "access_token_realms": dict(self.access_token_realms),
                         "auth_codes": dict(self.auth_codes),
+                        "consent_realm": self.consent_realm,
                     },
                     "qbo_requests": dict(self.replays),
-                    "qbo_deleted": list(self.qbo_deleted),
+                    "qbo_deleted": [{**d, "realm_id": r} for r, b in self.books.items() for d in b.qbo_deleted],
                     "webhooks": dict(self.webhooks),
                     "hubspot_event_seq": self.hubspot_event_seq,
                     "hubspot_deal_properties": sorted(self.defined_deal_properties),
@@ -199,10 +204,12 @@ class SandboxState:
         return cache
 
     # ------------------------------------------------------------------ change events (webhooks)
-    def qbo_event(self, entity: str, rid: str, operation: str) -> None:
-        """Record a QuickBooks data change (Create, Update, Delete, Void, Emailed)."""
+    def qbo_event(self, entity: str, rid: str, operation: str, realm_id: str | None = None) -> None:
+        """Record a QuickBooks data change (Create, Update, Delete, Void, Emailed) of a realm
+        (None: the primary)."""
         ts = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.datetime.now().microsecond // 1000:03d}Z"
-        self.pending_events.append(("quickbooks", {"name": entity, "id": rid, "operation": operation, "lastUpdated": ts}))
+        self.pending_events.append(("quickbooks", {"name": entity, "id": rid, "operation": operation, "lastUpdated": ts},
+                                    realm_id or self.realm_id))
 
     def hubspot_event(self, object_type: str, object_id: str, prop: str | None, value: str | None, kind: str = "propertyChange") -> None:
         self.hubspot_event_seq += 1
@@ -220,18 +227,31 @@ class SandboxState:
         self.next_qbo_id += 1
         return str(i)
 
+    # -- the companies (realms); the attributes below are the primary company's, for the
+    # sandbox's own admin actions and the single-company callers
     @property
-    def multicurrency(self) -> bool:
-        return bool((self.preferences.get("CurrencyPrefs") or {}).get("MultiCurrencyEnabled", False))
+    def primary(self) -> QboBook:
+        return self.books[self.realm_id]
 
-    @property
-    def home_currency(self) -> str:
-        hc = (self.preferences.get("CurrencyPrefs") or {}).get("HomeCurrency") or {}
-        return hc.get("value") or "USD"
+    def for_realm(self, realm_id: str) -> RealmView | None:
+        """The state as a handler serving `realm_id` sees it; None for a realm not served."""
+        book = self.books.get(realm_id)
+        return None if book is None else RealmView(self, book)
 
-    def pref(self, group: str, key: str, default: Any = None) -> Any:
-        return (self.preferences.get(group) or {}).get(key, default)
+    def book_of_refresh_token(self, token: str | None) -> QboBook | None:
+        for book in self.books.values():
+            if token and book.refresh_token == token:
+                return book
+        return None
 
-    @property
-    def is_us(self) -> bool:
-        return str(self.company_info.get("Country") or "US").strip().upper() in ("US", "USA")
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names not set on the state: the primary book's data
+        if name in BOOK_ATTRIBUTES and "books" in self.__dict__:
+            return getattr(self.primary, name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in BOOK_ATTRIBUTES and name != "realm_id" and "books" in self.__dict__:
+            setattr(self.primary, name, value)
+        else:
+            object.__setattr__(self, name, value)

@@ -171,14 +171,6 @@ def test_rules_validate_the_tax_and_discount_keys_by_path():
         assert path + ":" in problems, path
 
 
-def test_rules_reject_several_companies_until_they_are_supported():
-    yaml = HEAD.replace("clients:\n", 'companies: {us: {realm_id: "1"}, uk: {realm_id: "2"}}\nclients:\n') + ACME + "    company: uk\n"
-    with pytest.raises(RulesError) as exc:
-        parse_rules(yaml, "test")
-    assert [p.split(":")[0] for p in exc.value.problems] == ["companies", "clients.acme.company"]
-    assert all("not supported yet" in p for p in exc.value.problems)
-
-
 def test_rules_check_command_covers_the_company_keys(tmp_path, capsys):
     from sync_pipelines import cli
 
@@ -190,4 +182,5 @@ def test_rules_check_command_covers_the_company_keys(tmp_path, capsys):
     bad.write_text(GB_HEAD + GB_ACME + "    company: uk\n    qbo: {taxable: sometimes}\n")
     assert cli.main(["rules", "check", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert "clients.acme.qbo.taxable:" in err and "clients.acme.company: several QuickBooks companies" in err
+    # `company:` without a `companies:` section names a company the file does not have
+    assert "clients.acme.qbo.taxable:" in err and "clients.acme.company: names company 'uk' but the file has no companies" in err

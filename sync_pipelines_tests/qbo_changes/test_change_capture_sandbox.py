@@ -39,7 +39,7 @@ class World(sm.BilledMonth):
         sensor = self.definitions.resolve_sensor_def("quickbooks_changes")
         from sync_pipelines.defs.resources import build_resources
 
-        resources = {k: v for k, v in build_resources().items() if k in ("ledger", "quickbooks")}
+        resources = {k: v for k, v in build_resources().items() if k in ("ledger", "quickbooks", "rules")}
         with dg.build_sensor_context(instance=self.instance, cursor=cursor, resources=resources) as ctx:
             return sensor.evaluate_tick(ctx)
 

@@ -1,4 +1,5 @@
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -8,14 +9,14 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines import config, money
-from sync_pipelines.billing.company import QboCompany
-from sync_pipelines.billing.engine import price_month
+from sync_pipelines.billing.company import companies_from_document
+from sync_pipelines.billing.company_pricing import REALM_COLUMN, price_month_by_company
 from sync_pipelines.billing.rules import parse_rules
 from sync_pipelines.defs.io_manager import BY_PARTITION_INPUT
 from sync_pipelines.defs.partitions import MONTH_OF_CLIENT_MONTH, client_and_month, clients, monthly
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource, RulesResource
 from sync_pipelines.posting.draft_checks import draft_problems
-from sync_pipelines.posting.drafts import drafts_document
+from sync_pipelines.posting.company_drafts import company_drafts_document
 from sync_pipelines.posting.history import billing_history
 from sync_pipelines.posting.report import reconciliation_report as build_report
 
@@ -41,6 +42,25 @@ def _line_item_deals_metadata(result) -> dict:
     return {"line_item_deals": dg.MetadataValue.md(
         deals[["client_key", "deal_id", "dealname", "status", "reason", "invoice_key"]].head(METADATA_ROWS).to_markdown(index=False)
     )}
+
+
+@dataclass(frozen=True)
+class _MonthResult:
+    """The month's pricing of every company, read as one (entries, lines and extras of all clients)."""
+
+    entries: pd.DataFrame
+    lines: pd.DataFrame
+    extras: dict
+
+    @classmethod
+    def of(cls, results: dict) -> "_MonthResult":
+        parts = list(results.values())
+        if len(parts) == 1:
+            return cls(parts[0].entries, parts[0].lines, parts[0].extras)
+        deals = [p.extras["line_item_deals"] for p in parts if p.extras.get("line_item_deals") is not None]
+        return cls(pd.concat([p.entries for p in parts], ignore_index=True),
+                   pd.concat([p.lines for p in parts], ignore_index=True),
+                   {"line_item_deals": pd.concat(deals, ignore_index=True)} if deals else {})
 
 
 @dg.asset(partitions_def=monthly, group_name="extract", kinds={"yaml"}, code_version="1")
@@ -161,13 +181,32 @@ def price_month_drafts(
     # Parsed once for the whole month: every client is priced in one pass (DESIGN §11).
     rules = parse_rules(billing_rules["yaml"], billing_rules["source"])
     client_keys = sorted(rules.clients)
-    realm_id = quickbooks.realm_id
-    history = billing_history(ledger.open().history(realm_id, client_keys, period))
+    # each client is billed from its own QuickBooks company (rules `company:`): its realm,
+    # settings, catalog and history; a company that could not be read bills none of its clients
+    companies = companies_from_document(qbo_company)
+    groups = rules.clients_by_company(client_keys)
+    unpriced = {
+        ck: f"QuickBooks company {key!r} could not be read for {period} (an outage or a refused token: see the "
+            "qbo_company step's log and the alert); nothing of this client was billed. Fix the cause, then "
+            "re-run the month."
+        for key, cks in groups.items() if key not in companies for ck in cks
+    }
+    if unpriced:
+        context.log.error(f"{len(unpriced)} client(s) not priced: " + next(iter(unpriced.values())))
+    led = ledger.open()
+    histories = {
+        companies[key].realm_id: billing_history(led.history(companies[key].realm_id, cks, period))
+        for key, cks in groups.items() if key in companies and cks
+    }
     # Time dated after today (in the firm's timezone) is excluded: it cannot have been spent yet.
     today = datetime.now(ZoneInfo(rules.firm.timezone)).date()
-    result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id,
-                         client_keys, line_items=hubspot_deal_line_items,
-                         company=QboCompany.from_document(qbo_company), today=today)
+    results = price_month_by_company(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog,
+                                     {key: c for key, c in companies.items() if groups.get(key)}, histories,
+                                     [ck for ck in client_keys if ck not in unpriced],
+                                     line_items=hubspot_deal_line_items, today=today)
+    if not results:
+        raise dg.Failure(description="no client could be priced: " + (next(iter(unpriced.values()), "no clients")))
+    result = _MonthResult.of(results)
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
     billed = entries[entries["status"] == "billed"]
@@ -182,9 +221,10 @@ def price_month_drafts(
         },
     )
 
-    document = drafts_document(result, harvest_time_entries)
+    document = company_drafts_document(results, harvest_time_entries)
     # The rules the drafts were priced with: posting one client later says when the file changed.
     document["rules_sha256"] = billing_rules["sha256"]
+    document["unpriced_clients"] = unpriced
     lines_by_client = dict(tuple(result.lines.groupby("client_key", sort=False))) if len(result.lines) else {}
     for client_key in client_keys:
         preview = _client_output_dir(period, client_key) / "invoice_preview.csv"
@@ -271,13 +311,18 @@ def reconciliation_report(
         drafts_by_client.setdefault(inv["client_key"], []).append(inv)
     # The report compares a client's customers with the month's QuickBooks invoices: hand each
     # client only its customers' invoices, or the month costs clients x invoices.
-    existing_by_customer = _by_client(qbo_existing_invoices, "customer_name")
+    # Keyed by (realm, customer name): another company may have a customer of the same name.
+    if REALM_COLUMN not in qbo_existing_invoices.columns:
+        qbo_existing_invoices = qbo_existing_invoices.assign(**{REALM_COLUMN: invoice_drafts["realm_id"]})
+    existing_by_customer = (dict(tuple(qbo_existing_invoices.groupby([REALM_COLUMN, "customer_name"], sort=False)))
+                            if len(qbo_existing_invoices) else {})
     empty_existing = qbo_existing_invoices.iloc[0:0]
     frames = []
     for client_key in posted_clients:
         outcomes = outcomes_by_client[client_key]
         drafts = {**invoice_drafts, "invoices": drafts_by_client.get(client_key, [])}
-        customers = sorted({i["customer_name"] for i in drafts["invoices"]})
+        customers = sorted({(i.get("realm_id") or invoice_drafts["realm_id"], i["customer_name"])
+                            for i in drafts["invoices"]})
         existing = (pd.concat([existing_by_customer[c] for c in customers if c in existing_by_customer])
                     if any(c in existing_by_customer for c in customers) else empty_existing)
         report = build_report(entries.get(client_key, empty_entries), drafts, outcomes, existing)

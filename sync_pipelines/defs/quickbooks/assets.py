@@ -8,6 +8,10 @@ from sync_pipelines.defs.extract_state import stored_invoices
 from sync_pipelines.defs.io_manager import ByPartition
 from sync_pipelines.defs.partitions import EXTRACT_ASSET, MONTH_OF_CLIENT_MONTH, client_and_month, client_months
 from sync_pipelines.defs.quarantine import keep_rejected
+from sync_pipelines import alert_messages
+from sync_pipelines.alerts import send
+from sync_pipelines.billing.company import companies_document
+from sync_pipelines.connectors.http import ApiError
 from sync_pipelines.defs.quickbooks.posting_outcomes import (
     POSTING_RETRIES,
     POSTING_RETRY_POLICY,
@@ -19,24 +23,62 @@ from sync_pipelines.defs.quickbooks.posting_outcomes import (
     post_document,
     retry_while_busy,
 )
-from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource, RulesResource
+from sync_pipelines.defs.resources import CredentialsRefused, LedgerResource, QuickBooksResource, RulesResource
 from sync_pipelines.extract import sources
 from sync_pipelines.extract.qbo_existing_invoices import existing_invoices
 from sync_pipelines.posting.client_months import client_month_status, month_posting, outcomes_by_client
 from sync_pipelines.posting.invoices import FAILED
 
+def _companies(rules: RulesResource, quickbooks: QuickBooksResource) -> dict[str | None, str]:
+    """{company key: realm} of every QuickBooks company the rules bill from (None: QBO_REALM_ID's)."""
+    return rules.load().company_realms(str(quickbooks.realm_id))
+
+
+def _read_companies(context, rules: RulesResource, quickbooks: QuickBooksResource, read) -> dict:
+    """{company key: read(client)} of every company the rules bill from. With several companies
+    one that cannot be read (an outage, a refused token) is left out, logged and alerted, so the
+    others' month goes on; its clients then fail to price, naming the company. One company alone
+    fails the step as before."""
+    companies = _companies(rules, quickbooks)
+    out = {}
+    for key, realm in companies.items():
+        try:
+            with quickbooks.client(realm) as client:
+                out[key] = read(client)
+        except (CredentialsRefused, ApiError) as exc:
+            if len(companies) == 1:
+                raise
+            why = f"QuickBooks company {key} (realm {realm}) could not be read: {getattr(exc, 'description', None) or exc}"
+            context.log.error(why)
+            send(alert_messages.company_unavailable(key or "", realm, why, context.run.run_id))
+    if not out:
+        raise dg.Failure(description="no QuickBooks company could be read (see the log)")
+    return out
+
+
+def _each_company(context, rules: RulesResource, quickbooks: QuickBooksResource, read):
+    """`read(client)` for every company, the rows tagged with the company and its realm."""
+    frames, rejected = [], []
+    realms = _companies(rules, quickbooks)
+    for key, (frame, bad) in _read_companies(context, rules, quickbooks, read).items():
+        frames.append(frame.assign(company=key or "", realm_id=realms[key]))
+        rejected.append(bad)
+    return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0],
+            pd.concat(rejected, ignore_index=True) if len(rejected) > 1 else rejected[0])
 
 
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
-def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[pd.DataFrame]:
-    """QuickBooks customers, items, classes and terms, inactive ones included.
+def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource,
+                rules: RulesResource) -> dg.Output[pd.DataFrame]:
+    """QuickBooks customers, items, classes and terms, inactive ones included, of every company
+    the rules bill from (`company` / `realm_id` columns).
 
     Invoices reference these by name in the billing rules (`qbo_customer`, `qbo.item`,
-    `qbo.class`, `qbo.terms`); a name that is not here holds the invoice instead of guessing.
-    Inactive customers are listed because they still own their name in QuickBooks.
+    `qbo.class`, `qbo.terms`), looked up in the client's own company only; a name that is not
+    there holds the invoice instead of guessing. Inactive customers are listed because they
+    still own their name in QuickBooks.
     """
-    with quickbooks.client() as client:
-        frame, rejected = sources.qbo_catalog(client)
+    frame, rejected = _each_company(context, rules, quickbooks, sources.qbo_catalog)
     meta = keep_rejected(context, "quickbooks", context.partition_key, rejected)
     counts = frame["entity"].value_counts().to_dict() if len(frame) else {}
     return dg.Output(
@@ -51,8 +93,10 @@ def qbo_catalog(context: dg.AssetExecutionContext, quickbooks: QuickBooksResourc
 
 
 @dg.asset(kinds={"quickbooks", "json"}, **EXTRACT_ASSET)
-def qbo_company(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource) -> dg.Output[dict]:
-    """The QuickBooks company's settings the invoices must fit, read for the month.
+def qbo_company(context: dg.AssetExecutionContext, quickbooks: QuickBooksResource,
+                rules: RulesResource) -> dg.Output[dict]:
+    """The settings of each QuickBooks company the invoices must fit, read for the month (one
+    document per company of the rules' `companies:`).
 
     Country, home currency, multicurrency, discounts, custom invoice numbers, class tracking,
     sales tax / Automated Sales Tax, and the tax codes with their sales rates. Each draft is fitted
@@ -60,20 +104,28 @@ def qbo_company(context: dg.AssetExecutionContext, quickbooks: QuickBooksResourc
     held with the reason, so a setting changed in QuickBooks shows up as a held invoice, never as
     an invoice QuickBooks rejects or silently alters. Re-materialise after changing a setting.
     """
-    with quickbooks.client() as client:
-        company, rejected = sources.qbo_company(client)
-    meta = keep_rejected(context, "quickbooks", context.partition_key, rejected)
+    companies, rejected = {}, []
+    for key, (company, bad) in _read_companies(context, rules, quickbooks, sources.qbo_company).items():
+        companies[key] = company
+        rejected.append(bad)
+    meta = keep_rejected(context, "quickbooks", context.partition_key,
+                         pd.concat(rejected, ignore_index=True) if len(rejected) > 1 else rejected[0])
     codes = pd.DataFrame(
-        [{"tax_code": c.name, "id": c.id, "active": c.active, "sales_rates": ", ".join(f"{r.name} {r.percent}%" for r in c.sales_rates)}
-         for c in company.tax_codes],
-        columns=["tax_code", "id", "active", "sales_rates"],
+        [{"company": key or "", "tax_code": c.name, "id": c.id, "active": c.active,
+          "sales_rates": ", ".join(f"{r.name} {r.percent}%" for r in c.sales_rates)}
+         for key, company in companies.items() for c in company.tax_codes],
+        columns=["company", "tax_code", "id", "active", "sales_rates"],
     )
+    first = next(iter(companies.values()))
     return dg.Output(
-        company.as_document(),
+        companies_document(companies),
         metadata={
-            "settings": dg.MetadataValue.text(company.summary()),
-            "country": dg.MetadataValue.text(company.country),
-            "home_currency": dg.MetadataValue.text(company.home_currency),
+            "settings": dg.MetadataValue.text("; ".join(
+                (f"{key} (realm {c.realm_id}): " if key else "") + c.summary() for key, c in companies.items())),
+            "companies": dg.MetadataValue.int(len(companies)),
+            "country": dg.MetadataValue.text(", ".join(sorted({c.country for c in companies.values()}))),
+            "home_currency": dg.MetadataValue.text(first.home_currency if len(companies) == 1 else ", ".join(
+                f"{key}: {c.home_currency}" for key, c in companies.items())),
             "tax_codes": dg.MetadataValue.md(codes.to_markdown(index=False) if len(codes) else "_none_"),
             **meta,
         },
@@ -88,9 +140,11 @@ class QboExistingInvoicesConfig(dg.Config):
 
 @dg.asset(kinds={"quickbooks", "pandas"}, **EXTRACT_ASSET)
 def qbo_existing_invoices(
-    context: dg.AssetExecutionContext, quickbooks: QuickBooksResource, config: QboExistingInvoicesConfig
+    context: dg.AssetExecutionContext, quickbooks: QuickBooksResource, rules: RulesResource,
+    config: QboExistingInvoicesConfig,
 ) -> dg.Output[pd.DataFrame]:
-    """Invoices already in QuickBooks dated in the month, whoever created them.
+    """Invoices already in QuickBooks dated in the month, whoever created them, in every company
+    the rules bill from (`company` / `realm_id` columns).
 
     The reconciliation report compares these with what the ledger posted, so an invoice keyed
     in by hand for a client we also bill shows up before the client gets two.
@@ -99,14 +153,26 @@ def qbo_existing_invoices(
     extraction is under 29 days old; otherwise, or with `full: true`, the month is queried again
     (`extraction` says which and why).
     """
-    stored, stored_at = (None, None) if config.full else stored_invoices(context)
-    with quickbooks.client() as client:
-        extract = existing_invoices(client, context.partition_key, stored, stored_at, full=config.full)
-    context.log.info(f"QuickBooks invoices {context.partition_key}: {extract.mode} ({extract.reason})")
-    return dg.Output(extract.frame, metadata={
-        "dagster/row_count": dg.MetadataValue.int(len(extract.frame)),
-        "extraction": dg.MetadataValue.text(f"{extract.mode}: {extract.reason}"),
-        "extracted_at": dg.MetadataValue.text(extract.extracted_at.isoformat()),
+    realms = _companies(rules, quickbooks)
+
+    def read(client):
+        # each company catches up from its own stored rows (CDC is per company)
+        stored, stored_at = (None, None) if config.full else stored_invoices(context, client.realm_id)
+        return existing_invoices(client, context.partition_key, stored, stored_at, full=config.full)
+
+    extracts = _read_companies(context, rules, quickbooks, read)
+    for key, extract in extracts.items():
+        context.log.info(f"QuickBooks invoices {context.partition_key}{f' ({key})' if key else ''}: "
+                         f"{extract.mode} ({extract.reason})")
+    frame = pd.concat([e.frame.assign(company=key or "", realm_id=realms[key]) for key, e in extracts.items()],
+                      ignore_index=True)
+    return dg.Output(frame, metadata={
+        "dagster/row_count": dg.MetadataValue.int(len(frame)),
+        "extraction": dg.MetadataValue.text("; ".join(
+            (f"{key}: " if key else "") + f"{e.mode}: {e.reason}" for key, e in extracts.items())),
+        # the next catch-up starts before the earliest company's extraction
+        "extracted_at": dg.MetadataValue.text(min(e.extracted_at for e in extracts.values()).isoformat()),
+        "realms": dg.MetadataValue.text(",".join(realms[key] for key in extracts)),
     })
 
 

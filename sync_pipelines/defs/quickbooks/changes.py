@@ -12,7 +12,9 @@ from sync_pipelines import alert_messages
 from sync_pipelines.alerts import send
 from sync_pipelines.connectors.http import ApiError
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired
-from sync_pipelines.defs.resources import CredentialsRefused, HubSpotResource, LedgerResource, QuickBooksResource
+from sync_pipelines.billing.rules import RulesError
+from sync_pipelines.defs.resources import (CredentialsRefused, HubSpotResource, LedgerResource, QuickBooksResource,
+                                           RulesResource)
 from sync_pipelines.qbo_changes.detect import Detection, drain_inbox, poll_cdc
 from sync_pipelines.qbo_changes.record import CHANGE_COLUMNS, record_changes
 
@@ -48,21 +50,22 @@ def record_changes_in_ledger(
     ledger: LedgerResource,
     quickbooks: QuickBooksResource,
     hubspot: HubSpotResource,
+    rules: RulesResource,
 ) -> dg.Output[None]:
     """Reads the current QuickBooks state of the invoices in the run config and records it:
     voided or deleted invoices become `voided` in the ledger (their time is billable again and
     `ledger reissue KEY` needs no QuickBooks check); payments set the invoice's payment status
     (`paid` / `partially_paid`, `amount_paid`) in the ledger and on its HubSpot deals. Never
     writes to QuickBooks."""
-    if config.realm_id != quickbooks.realm_id:
+    if config.realm_id not in _realms(rules, quickbooks):
         raise dg.Failure(
-            description=f"this code location connects to QuickBooks realm {quickbooks.realm_id}, not "
+            description=f"the billing rules bill from QuickBooks realm(s) {', '.join(_realms(rules, quickbooks))}, not "
             f"{config.realm_id}: nothing was recorded for it",
             allow_retries=False,
         )
     led = ledger.open()
     try:
-        with quickbooks.client() as qbo, hubspot.client() as crm:
+        with quickbooks.client(config.realm_id) as qbo, hubspot.client() as crm:
             report = record_changes(led, qbo, crm, config.realm_id, config.invoice_ids, config.payment_ids)
     except CredentialsRefused as exc:
         if isinstance(exc.cause, QboReconnectRequired):
@@ -131,34 +134,42 @@ class _CursorState:
 )
 def quickbooks_changes(
     context: dg.SensorEvaluationContext, ledger: LedgerResource, quickbooks: QuickBooksResource,
+    rules: RulesResource,
 ) -> dg.SensorResult:
     state = _CursorState(context.cursor)
     led = ledger.open()
-    realm = quickbooks.realm_id
+    # every QuickBooks company the rules bill from (DESIGN §5 "Many QuickBooks companies")
+    realms = _realms(rules, quickbooks)
     detection = Detection()
-    drain_inbox(led, detection, realms=[realm])
+    drain_inbox(led, detection, realms=realms)
     now = _utcnow()
     if state.cdc_due(now):
-        try:
-            with quickbooks.client() as qbo:
-                polled = poll_cdc(led, qbo, realm, state.cdc.get(realm, {}), detection, now=_utcnow)
-        except (CredentialsRefused, ApiError) as error:
-            exc = error.cause if isinstance(error, CredentialsRefused) else error
-            if isinstance(exc, QboReconnectRequired):
-                _outage(state, "token", lambda: alert_messages.token_refused(str(exc.realm_id), during="change capture"))
-            else:
-                _outage(state, "api", lambda: alert_messages.trigger_failed(
-                    "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))
-        else:
+        complete, failed = True, False
+        for realm in realms:
+            try:
+                with quickbooks.client(realm) as qbo:
+                    polled = poll_cdc(led, qbo, realm, state.cdc.get(realm, {}), detection, now=_utcnow)
+            except (CredentialsRefused, ApiError) as error:
+                # one company's outage: its feed position stays, the other companies are read
+                failed = True
+                exc = error.cause if isinstance(error, CredentialsRefused) else error
+                if isinstance(exc, QboReconnectRequired):
+                    _outage(state, "token", lambda: alert_messages.token_refused(str(exc.realm_id), during="change capture"))
+                else:
+                    _outage(state, "api", lambda: alert_messages.trigger_failed(
+                        "quickbooks_changes", exc, system="QuickBooks", since=(state.failing or {}).get("since")))
+                continue
             state.cdc[realm] = polled.cursor
-            # A backlog longer than one tick's reads continues on the next tick, not in 15 minutes.
-            state.next_poll = (now + timedelta(minutes=CDC_POLL_MINUTES if polled.complete else 0)).isoformat()
-            state.failing = None
+            complete = complete and polled.complete
             if polled.gap is not None:
                 send(alert_messages.change_capture_gap(realm, *polled.gap))
             if polled.overflow:
                 context.log.warning("more than 1,000 QuickBooks changes share one instant: some cannot be read "
                                     "through CDC (run a full reconcile of the month)")
+        if not failed:
+            # A backlog longer than one tick's reads continues on the next tick, not in 15 minutes.
+            state.next_poll = (now + timedelta(minutes=CDC_POLL_MINUTES if complete else 0)).isoformat()
+            state.failing = None
     for problem in detection.unreadable:
         context.log.warning(problem)
     led.inbox_mark_processed(detection.done_inbox_ids)
@@ -174,6 +185,15 @@ def quickbooks_changes(
         f"no new change to our invoices ({detection.already_known} already known, {detection.not_ours} not ours)"
     )
     return dg.SensorResult(run_requests=requests, cursor=state.dump(), skip_reason=skip)
+
+
+def _realms(rules: RulesResource, quickbooks: QuickBooksResource) -> list[str]:
+    """The realms of every company the rules bill from; QBO_REALM_ID's alone when the rules file
+    cannot be read (the month-end reports that; change capture keeps watching)."""
+    try:
+        return list(dict.fromkeys(rules.load().company_realms(str(quickbooks.realm_id)).values()))
+    except (RulesError, OSError):
+        return [str(quickbooks.realm_id)]
 
 
 def _outage(state: _CursorState, kind: str, alert: Any) -> None:

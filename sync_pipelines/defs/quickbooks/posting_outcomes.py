@@ -16,7 +16,8 @@ import pandas as pd
 from sync_pipelines import alert_messages
 from sync_pipelines.alerts import send
 from sync_pipelines.connectors.quickbooks import QboReconnectRequired
-from sync_pipelines.posting.drafts import posting_drafts
+from sync_pipelines.defs.resources import quickbooks_refused
+from sync_pipelines.posting.company_drafts import CompanyBatch, company_batches
 from sync_pipelines.posting.invoices import FAILED, HELD, OUTCOME_COLUMNS, PostingOutcome, post_drafts
 from sync_pipelines.run_liveness import run_is_alive
 
@@ -28,27 +29,54 @@ POSTING_RETRY_POLICY = dg.RetryPolicy(
 
 
 def post_document(context: dg.AssetExecutionContext, document: dict, quickbooks, ledger) -> list[PostingOutcome]:
-    """Post a drafts document (`posting.drafts.drafts_document`) through the ledger protocol.
+    """Post a drafts document (`posting.drafts.drafts_document`, or one of several companies:
+    `posting.company_drafts`) through the ledger protocol, each company with its own client.
 
     `quickbooks` / `ledger` are the `QuickBooksResource` / `LedgerResource`. Each claim records
     this run, so a claim left by a dead run is taken over at once (after the DocNumber lookup)
-    instead of blocking the month. A refused refresh token (`invalid_grant`) alerts and fails the
-    step at once, without retries (`QuickBooksResource.client`): retrying cannot help until a
-    person re-authorises the app; the messages name the realm and the token endpoint, never a token.
+    instead of blocking the month. Companies are independent: an outage of one leaves its
+    invoices FAILED (the step is retried, the others are already posted and skipped), and a
+    refused refresh token (`invalid_grant`) of one alerts naming the company and makes its
+    invoices FAILED with the reconnect instruction while the others are posted. When every
+    company refused its token the step fails at once, without retries (`QuickBooksResource.client`):
+    retrying cannot help until a person re-authorises the app. Never a token in any message.
     """
-    drafts = posting_drafts(document)
-    with quickbooks.client() as client:
+    batches = company_batches(document)
+    ledger_db = ledger.open()
+    outcomes: list[PostingOutcome] = []
+    refused: list[tuple[CompanyBatch, QboReconnectRequired]] = []
+    for batch in batches:
         try:
-            return post_drafts(drafts, qbo=client, ledger=ledger.open(),
-                               home_currency=document["home_currency"],
-                               claimant=context.run.run_id,
-                               claimant_alive=lambda run_id: run_is_alive(context.instance, run_id))
+            with quickbooks.company_client(batch.realm_id) as client:
+                outcomes += post_drafts(batch.drafts, qbo=client, ledger=ledger_db,
+                                        home_currency=batch.home_currency,
+                                        claimant=context.run.run_id,
+                                        claimant_alive=lambda run_id: run_is_alive(context.instance, run_id))
         except QboReconnectRequired as exc:
             send(alert_messages.token_refused(
-                str(exc.realm_id), run_id=context.run.run_id, during="posting",
-                clients=[d.client_key for d in drafts], period=next((d.period for d in drafts), None),
+                str(exc.realm_id), company=batch.company, run_id=context.run.run_id, during="posting",
+                clients=[d.client_key for d in batch.drafts], period=next((d.period for d in batch.drafts), None),
             ))
-            raise
+            refused.append((batch, exc))
+    if refused and len(refused) == len(batches):
+        # nothing could be posted anywhere: fail at once, naming the companies (never a token)
+        raise quickbooks_refused(refused[0][1]) from None
+    for batch, exc in refused:
+        why = (f"not posted: QuickBooks {batch.label} refused the refresh token (invalid_grant); reconnect it with "
+               f"`sync-pipelines qbo connect{' --company ' + batch.company if batch.company else ''}`, then re-run")
+        outcomes += [_reconnect_outcome(d, why) for d in batch.drafts]
+    return outcomes
+
+
+def _reconnect_outcome(draft, why: str) -> PostingOutcome:
+    # A held draft stays held (its reasons say more); a ready one is FAILED: not posted, the
+    # ledger has no claim for it, a re-run after reconnecting posts it.
+    if draft.status != "ready":
+        return PostingOutcome(key=draft.key, client_key=draft.client_key, period=draft.period, group_key=draft.group_key,
+                              outcome=HELD, expected_total=draft.expected_total, currency=draft.currency,
+                              reasons=list(draft.hold_reasons))
+    return PostingOutcome(key=draft.key, client_key=draft.client_key, period=draft.period, group_key=draft.group_key,
+                          outcome=FAILED, expected_total=draft.expected_total, currency=draft.currency, reasons=[why])
 
 
 def _json_rows(frame: pd.DataFrame) -> list[dict]:

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from sync_pipelines.alerts import Alert, run_url, send
+from sync_pipelines.billing.company_pricing import rules_for_company
 from sync_pipelines.billing.rules_cache import cached_rules
 from sync_pipelines.connectors.hubspot_stages import iso_ms, parse_hubspot_datetime
 from sync_pipelines.defs.partitions import deals
@@ -77,7 +78,9 @@ def ready_deal(
                          "entered it): nothing to bill")
     company = row.get("company_id") if row else None
     client_key = next((k for k, c in parsed.clients.items() if company and c.hubspot_company_id == company), None)
-    earlier = earlier_invoices(ledger.open(), quickbooks.realm_id, client_key, deal_id)
+    # the client's own QuickBooks company (rules `company:`) holds its invoices
+    realm = parsed.company_realm(parsed.company_key(client_key), str(quickbooks.realm_id)) if client_key else quickbooks.realm_id
+    earlier = earlier_invoices(ledger.open(), realm, client_key, deal_id)
     # a re-execution of the same trigger (same deal, same stage entry) re-prices its invoice;
     # a new trigger of a deal already invoiced does not
     before = context.instance.get_run_records(
@@ -128,7 +131,10 @@ def deal_invoice_draft(
     """
     plan = DealPlan.from_dict(ready_deal["plan"])
     parsed = cached_rules(rules.resolved_path())
-    realm = quickbooks.realm_id
+    # billed from the client's own QuickBooks company (rules `company:`), in its home currency
+    company_key = parsed.company_key(plan.client_key) if plan.client_key else None
+    realm = parsed.company_realm(company_key, str(quickbooks.realm_id))
+    parsed = rules_for_company(parsed, company_key)
     if plan.basis is None:
         document = {"period": plan.period, "realm_id": realm, "home_currency": parsed.firm.home_currency,
                     "invoices": [], "deal": plan.as_dict()}
@@ -137,7 +143,7 @@ def deal_invoice_draft(
         yield dg.AssetCheckResult(check_name="deal_draft_is_consistent", passed=True)
         return
     deal_frame = deal_frame_from_row(ready_deal["deal"])
-    with quickbooks.client() as qbo:
+    with quickbooks.client(realm) as qbo:
         catalog, _ = sources.qbo_catalog(qbo)
         # Read now, not from the month's extract: the deal is billed today, into the company as it is.
         company, _ = sources.qbo_company(qbo)
