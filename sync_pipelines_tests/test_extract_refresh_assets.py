@@ -24,6 +24,8 @@ def setup(tmp_path, monkeypatch):
     fixture = small_fixture()
     fixture["hubspot"] = hand_fixture()["hubspot"]
     monkeypatch.setenv("SYNC_OUTPUT_DIR", str(tmp_path / "out"))
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text("version: 1\nfirm:\n  timezone: UTC\n  home_currency: USD\nclients: {}\n")
     with SandboxServer(fixture, rate_limits="off") as sb:
         env = sb.env()
         ledger = LedgerResource(url=f"sqlite:///{tmp_path / 'ledger.db'}")
@@ -34,7 +36,8 @@ def setup(tmp_path, monkeypatch):
                                              realm_id=env["QBO_REALM_ID"], client_id=env["QBO_CLIENT_ID"],
                                              client_secret=env["QBO_CLIENT_SECRET"],
                                              refresh_token=env["QBO_REFRESH_TOKEN"], ledger=ledger),
-            "rules": RulesResource(path=str(tmp_path / "no_rules.yaml")),
+            # the QuickBooks extracts read every company the rules bill from: here the one default company
+            "rules": RulesResource(path=str(rules_path)),
             "io_manager": BillingStoreIOManager(base_dir=str(tmp_path / "store")),
         }
         yield sb, resources
