@@ -21,7 +21,7 @@ from sync_pipelines import money
 from . import harvest_api, hubspot_api, qbo_api
 from .fixture import FixtureError, validate_fixture
 from .http import Req, Resp, iso_z, new_uuid, qbo_time
-from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, retry_after_s
+from .limits import APIS, CallStats, FaultConfig, RateLimits, SlidingWindow, retry_after_s
 from .state import SandboxState
 from .webhooks import WebhookSender
 
@@ -76,6 +76,9 @@ class Sandbox:
         self.faults: dict[str, FaultConfig] = {a: FaultConfig() for a in APIS}
         # (api, fault kind) -> how many were injected: what a chaos run reports
         self.faults_injected: Counter[tuple[str, str]] = Counter()
+        # What `GET /_sandbox/stats` reports: calls per API and endpoint, by status, and the most
+        # QuickBooks requests seen in flight at once per realm (benchmarks/month_end.py reads it).
+        self.stats = CallStats()
         self.webhook_sender = WebhookSender()
         self.persist()
 
@@ -258,12 +261,17 @@ class Sandbox:
         if not isinstance(body, dict):
             return Resp(400, {"error": "body must be a JSON object"})
         try:
+            if path == "/_sandbox/stats":
+                if req.method == "DELETE":
+                    self.stats.clear()
+                return Resp(200, self.stats.as_dict())
             if path == "/_sandbox/state" and req.method == "GET":
                 return Resp(200, self.st.dump_json().encode())
             if path == "/_sandbox/reset" and req.method == "POST":
                 with self.st.lock:
                     self.st.reset()
                 self.windows.clear()
+                self.stats.clear()
                 return Resp(200, {"reset": True}, mutated=True)
             if path == "/_sandbox/faults":
                 if req.method == "GET":
@@ -381,6 +389,7 @@ def create_app(sb: Sandbox) -> Starlette:
                 resp = sb.admin(req)
             else:
                 resp = await _serve_api(sb, api, req, extra_headers)
+                sb.stats.count(api, req.method, req.path, resp.status)
             payload = resp.body_bytes()
         except Exception:  # noqa: BLE001 - a sandbox bug must still answer in the API's own shape
             log.exception("sandbox: unhandled error on %s %s", req.method, req.path)
@@ -418,6 +427,7 @@ async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, s
             if limit is not None and n >= limit:
                 return sb.qbo_throttled()
             sb.in_flight[realm_key] = n + 1
+            sb.stats.in_flight(realm_key, n + 1)
     try:
         if fc.latency_ms:
             await asyncio.sleep(fc.latency_ms / 1000)
