@@ -162,12 +162,18 @@ class CallStats:
         with self.lock:
             self.calls: collections.Counter[tuple[str, str, str]] = collections.Counter()
             self.in_flight_peak: dict[str, int] = {}
+            # (api, endpoint) -> [first, last] call time (Unix seconds): how long posting kept QuickBooks busy
+            self.span: dict[tuple[str, str], list[float]] = {}
             self.started = time.time()
 
     def count(self, api: str, method: str, path: str, status: int) -> None:
         kind = "throttled" if status == 429 else f"{status // 100}xx"
+        endpoint = endpoint_name(api, method, path)
+        now = time.time()
         with self.lock:
-            self.calls[(api, endpoint_name(api, method, path), kind)] += 1
+            self.calls[(api, endpoint, kind)] += 1
+            span = self.span.setdefault((api, endpoint), [now, now])
+            span[1] = now
 
     def in_flight(self, realm: str, n: int) -> None:
         with self.lock:
@@ -182,4 +188,6 @@ class CallStats:
                 a["calls"] += n
                 a["throttled"] += n if kind == "throttled" else 0
                 a["by_endpoint"].setdefault(endpoint, {})[kind] = n
+            for (api, endpoint), (first, last) in self.span.items():
+                per_api[api].setdefault("span", {})[endpoint] = [first, last]
             return {"since": self.started, "apis": per_api, "qbo_in_flight_peak": dict(self.in_flight_peak)}
