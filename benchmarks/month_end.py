@@ -366,7 +366,8 @@ def _event_write_ms(instance, n: int = 60) -> float:
 
 # ---------------------------------------------------------------------------------------- one month-end
 def run_bill(month: str, env: dict[str, str], work: Path, timeout: float) -> dict[str, Any]:
-    out, err = work / f"bill-{uuid.uuid4().hex[:6]}.out", work / f"bill-{uuid.uuid4().hex[:6]}.err"
+    tag = uuid.uuid4().hex[:6]
+    out, err = work / f"bill-{tag}.out", work / f"bill-{tag}.err"
     load0 = load_avg()
     t0 = time.time()
     with open(out, "w") as fo, open(err, "w") as fe:
