@@ -715,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in sizes:
             entries = max(round(args.entries * c / max(sizes)), 20 * c)
             results.extend(bench_size(c, entries, args, caps, work))
+            if args.json_out:  # after each size: a long run stopped later keeps what it measured
+                args.json_out.write_text(json.dumps({"capabilities": caps, "results": results}, indent=2, default=str))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
