@@ -580,8 +580,12 @@ def _calls(r: dict, api: str) -> str:
     return f"{a['calls']:,}" + (f" ({a['throttled']} × 429)" if a["throttled"] else "") + f": {detail}"
 
 
-def markdown(results: list[dict], args, started: str, caps: dict[str, bool]) -> str:
-    cmd = ".venv/bin/python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO)] + sys.argv[1:])
+def command() -> str:
+    return ".venv/bin/python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO)] + sys.argv[1:])
+
+
+def markdown(results: list[dict], args, started: str, caps: dict[str, bool], cmd: str | None = None) -> str:
+    cmd = cmd or command()
     lines = ["```sh", cmd, "```", "",
              f"Run {started}; machine: {machine()}; load average at start {results[0]['load_before'] if results else '?'}.",
              f"Sandbox in its own process, limits {results[0]['limits'] if results else '?'}; QuickBooks latency: "
@@ -679,6 +683,11 @@ def record(text: str) -> None:
     path.write_text(body.rstrip("\n") + "\n\n" + text + "\n")
 
 
+def save_json(path: Path, caps: dict, started: str, results: list[dict]) -> None:
+    path.write_text(json.dumps({"capabilities": caps, "started": started, "command": command(), "results": results},
+                               indent=2, default=str))
+
+
 def _latency(value: str) -> tuple[int, int] | None:
     if value in ("0", "none", "off"):
         return None
@@ -700,7 +709,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (instances, fixtures, logs)")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="print (and record) the tables of an earlier --json-out instead of measuring")
     args = ap.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        text = markdown(saved["results"], args, saved.get("started", "(see the JSON)"), saved["capabilities"],
+                        saved.get("command"))
+        print(text)
+        if not args.no_record:
+            record(text)
+        return 0
     sizes = sorted({int(c) for c in args.clients.split(",") if c.strip()})
     args.instance = [i.strip() for i in args.instance.split(",") if i.strip()]
     bad = [i for i in args.instance if i not in ("sqlite", "postgres")]
@@ -716,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
             entries = max(round(args.entries * c / max(sizes)), 20 * c)
             results.extend(bench_size(c, entries, args, caps, work))
             if args.json_out:  # after each size: a long run stopped later keeps what it measured
-                args.json_out.write_text(json.dumps({"capabilities": caps, "results": results}, indent=2, default=str))
+                save_json(args.json_out, caps, started, results)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -725,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(results, args, started, caps)
     print("\n" + text)
     if args.json_out:
-        args.json_out.write_text(json.dumps({"capabilities": caps, "results": results}, indent=2, default=str))
+        save_json(args.json_out, caps, started, results)
     if not args.no_record:
         record(text)
     failed = [r for r in results if r["exit_code"] not in (0, 3)]
