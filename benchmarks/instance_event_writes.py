@@ -41,6 +41,12 @@ def _writer(home: str, events: int, tag: str, start: mp.Event, out: mp.Queue) ->
 
 
 def measure(home: Path, writers: int, events: int) -> tuple[float, float]:
+    import dagster as dg
+
+    # create the storage once: SQLite writers creating it at the same time race on its migrations
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="bench_partition_probe_setup"))
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(str(home), events, f"w{w}", start, out)) for w in range(writers)]
