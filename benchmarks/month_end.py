@@ -184,7 +184,7 @@ class SandboxProcess:
             if use["rate_limits"]:
                 cmd += ["--rate-limits", "real"]
             if latency and use["latency"]:
-                cmd += ["--latency", f"{latency[0]}-{latency[1]}"]
+                cmd += ["--latency", f"{latency[0]}-{latency[1]}ms"]
             if self._start(cmd, work):
                 break
             if not (use["latency"] or use["rate_limits"]):

@@ -21,7 +21,8 @@ from sync_pipelines import money
 from . import harvest_api, hubspot_api, qbo_api
 from .fixture import FixtureError, validate_fixture
 from .http import Req, Resp, iso_z, new_uuid, qbo_time
-from .limits import APIS, CallStats, FaultConfig, RateLimits, SlidingWindow, retry_after_s
+from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, retry_after_s
+from .limits import CallStats
 from .state import SandboxState
 from .webhooks import WebhookSender
 
