@@ -22,9 +22,9 @@ from . import harvest_api, hubspot_api, qbo_api
 from .fixture import FixtureError, validate_fixture
 from .http import Req, Resp, iso_z, new_uuid, qbo_time
 from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, retry_after_s
-from .limits import CallStats
 from .state import SandboxState
 from .webhooks import WebhookSender
+from .limits import CallStats  # noqa: I001 - its own line: the import above is edited by other branches
 
 log = logging.getLogger("sync_pipelines.sandbox")
 
