@@ -353,6 +353,7 @@ def instance_breakdown(home: Path) -> dict[str, Any]:
         "stage_s": {s: _union(iv) for s, iv in stage_iv.items()},
         "in_runs_outside_steps_s": in_runs_outside_steps,
         "in_runs_s": _union(run_iv),
+        "first_event_ts": min((a for a, _ in run_iv), default=None),
     }
 
 
@@ -546,15 +547,18 @@ def derive(r: dict[str, Any]) -> dict[str, Any]:
     in_step_dagster = bd["in_step_events"] * bd["event_write_ms"] / 1000
     dagster = bd["in_runs_outside_steps_s"] + in_step_dagster
     outside_runs = max(wall - bd["in_runs_s"], 0.0)
+    # process start-up and loading the definitions: a fixed cost per month-end, not per client
+    startup = (bd["first_event_ts"] - r["started"]) if bd.get("first_event_ts") else 0.0
     posting = bd["stage_s"]["posting"]
     items = r["invoices_created"] + r["customers_created"]
     window = qbo_posting_window_s(r["api"])
-    own = max(wall - dagster - posting, 0.0)
+    own = max(wall - dagster - posting - startup, 0.0)
     r["derived"] = {
         "dagster_in_runs_outside_steps_s": bd["in_runs_outside_steps_s"],
         "dagster_in_step_events_s": in_step_dagster,
         "dagster_s": dagster,
         "outside_runs_s": outside_runs,
+        "startup_s": startup,
         "everything_but_posting_s": wall - posting,
         "own_s": own,
         "own_ms_per_client": own / r["clients"] * 1000,
@@ -602,7 +606,7 @@ def markdown(results: list[dict], args, started: str, caps: dict[str, bool], cmd
              f"{results[0]['latency'] if results else '?'}; sandbox options found: "
              f"{', '.join(k for k, v in caps.items() if v) or 'none (today main)'}.", "",
              "| clients / entries | instance | exit | wall | extraction | pricing | posting | write-back | reports | "
-             "Dagster (outside steps + in-step events) | outside runs | runs / events | load avg (before → after) |",
+             "Dagster (outside steps + in-step events) | outside runs (of it start-up) | runs / events | load avg (before → after) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         s, d, bd = r["breakdown"]["stage_s"], r["derived"], r["breakdown"]
@@ -610,7 +614,8 @@ def markdown(results: list[dict], args, started: str, caps: dict[str, bool], cmd
             f"| {r['clients']:,} / {r['entries']:,} | {r['instance']} | {r['exit_code']} | **{r['wall_s']:.1f} s** | "
             f"{s['extraction']:.1f} s | {s['pricing']:.1f} s | {s['posting']:.1f} s | {s['write-back']:.1f} s | "
             f"{s['reports']:.1f} s | {d['dagster_s']:.1f} s ({d['dagster_in_runs_outside_steps_s']:.1f} + "
-            f"{bd['in_step_events']:,} × {bd['event_write_ms']:.1f} ms) | {d['outside_runs_s']:.1f} s | "
+            f"{bd['in_step_events']:,} × {bd['event_write_ms']:.1f} ms) | {d['outside_runs_s']:.1f} s "
+            + (f"({d['startup_s']:.1f} s) | " if bd.get("first_event_ts") else "(n/a) | ") +
             f"{bd['runs']:,} / {bd['events']:,} | {r['load_before']} → {r['load_after']} |")
     lines += ["", "| clients | instance | Harvest calls | HubSpot calls | QuickBooks calls | QBO in flight (peak) | "
               "posted (invoices + customers) | posting throughput, posting steps / QBO create-call window (of 20 items/s) | peak RSS (bill tree) | "
@@ -656,7 +661,7 @@ def goals(results: list[dict]) -> list[str]:
                    f"| month-end ≤ 1.25 × throttle floor | {where} | nothing posted | — |")
         out.append(f"| ≤ 60 s of everything but posting | {where} | {d['everything_but_posting_s']:.1f} s "
                    f"(of it Dagster {d['dagster_s']:.1f} s) | {_verdict(d['everything_but_posting_s'], 60, False, ' s')} |")
-        out.append(f"| ≤ 300 ms own time per client (wall − Dagster − posting) | {where} | {d['own_ms_per_client']:.0f} ms | "
+        out.append(f"| ≤ 300 ms own time per client (wall − Dagster − posting − start-up) | {where} | {d['own_ms_per_client']:.0f} ms | "
                    f"{_verdict(d['own_ms_per_client'], 300, False, ' ms')} |")
         out.append(f"| posting ≥ 80 % of the throttle ceiling (20 items/s) | {where} | "
                    f"{d['posting_fraction_of_ceiling']:.0%} over the posting steps ({d['posting_items_per_s']:.2f} items/s); "
@@ -724,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
+        saved["results"] = [derive(r) for r in saved["results"]]
         text = markdown(saved["results"], args, saved.get("started", "(see the JSON)"), saved["capabilities"],
                         saved.get("command"))
         print(text)
