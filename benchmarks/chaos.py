@@ -47,7 +47,7 @@ from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
 FAULT_KINDS = ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_lost_response")
-KILL_POINTS = ("random_time", "before_qbo_call", "after_qbo_call", "after_hubspot_patch")
+KILL_POINTS = ("random_time", "before_qbo_call", "after_qbo_call", "mid_batch", "after_hubspot_patch")
 CLAIM_SECONDS = 0.25  # a killed run's claim (the child carries no Dagster run id to check)
 
 

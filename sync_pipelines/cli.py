@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--state-file", type=Path, default=None,
                        help="load state from here if it exists and save every change to it")
+    serve.add_argument("--latency", default=None, metavar="LOW-HIGH",
+                       help="latency added to every QuickBooks call, e.g. 150-400ms (default: none)")
     gen = sandbox_sub.add_parser("generate", help="write a realistic fixture (deterministic for a seed)")
     gen.add_argument("--clients", type=int, required=True)
     gen.add_argument("--entries", type=int, required=True)
@@ -139,7 +141,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sync_pipelines.sandbox import cli as sandbox_cli
 
         if args.sandbox_command == "serve":
-            sandbox_cli.serve_main(args.fixture, args.host, args.port, args.state_file)
+            sandbox_cli.serve_main(args.fixture, args.host, args.port, args.state_file,
+                                         qbo_latency=args.latency)
             return 0
         month = args.month or _previous_month()
         sandbox_cli.generate_main(args.clients, args.entries, args.seed, month, args.out, args.rules_out,

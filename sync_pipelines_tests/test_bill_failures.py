@@ -57,24 +57,28 @@ def _bill(home: Path, **kw):
         return bill_month(PERIOD, instance=instance, definitions=defs(), **kw)
 
 
-def test_one_clients_failed_run_never_stops_the_other_clients(month, monkeypatch) -> None:
+def test_one_clients_failed_posting_never_stops_the_other_clients(month, monkeypatch) -> None:
+    # The month is priced in one pass; what can fail for one client alone is its posting. Here
+    # its drafts fail the consistency checks: it is left out (blocked), every other client posts.
     sandbox, home = month
-    import sync_pipelines.defs.billing.assets as billing_assets
+    import sync_pipelines.posting.client_months as client_months
 
-    real = billing_assets.price_month
-    seen: list[str] = []
+    real = client_months.draft_problems
+    blocked: list[str] = []
 
-    def price_month(rules, period, *args, **kwargs):
-        [client] = args[5]
-        seen.append(client)
-        if len(seen) == 1:
-            raise RuntimeError(f"pricing blew up for {client}")
-        return real(rules, period, *args, **kwargs)
+    def draft_problems(document):
+        client = document["invoices"][0]["client_key"]
+        if not blocked or blocked[0] == client:
+            blocked[:1] = [client]
+            return [f"{document['invoices'][0]['invoice_key']} line 1: Amount 1.00 != Qty x UnitPrice = 2.00"]
+        return real(document)
 
-    monkeypatch.setattr(billing_assets, "price_month", price_month)
+    monkeypatch.setattr(client_months, "draft_problems", draft_problems)
     run = _bill(home)
-    first, *others = run.clients
-    assert not first.success and f"pricing blew up for {first.client_key}" in first.error
+    first = next(c for c in run.clients if c.client_key == blocked[0])
+    others = [c for c in run.clients if c.client_key != blocked[0]]
+    assert not first.success and "Amount 1.00 != Qty x UnitPrice" in first.error
+    assert first.outcomes is not None and not len(first.outcomes)  # nothing of it was posted
     assert others and all(c.success for c in others)
     assert all(set(c.outcomes["outcome"]) == {"posted"} for c in others if len(c.outcomes))
     assert run.exit_code == EXIT_FAILED
@@ -153,5 +157,6 @@ def test_secrets_never_reach_the_error_line_or_the_summary(month, monkeypatch, c
     buffer = io.StringIO()
     print_run(run, out=buffer)
     text = buffer.getvalue() + billing_runs.run_summary_json(run)
-    assert any(not c.success for c in run.clients)
+    # pricing is one step for the month: its failure is the month's (nothing posted)
+    assert run.extract_error and "could not connect" in run.extract_error and run.exit_code == EXIT_FAILED
     assert secret not in text

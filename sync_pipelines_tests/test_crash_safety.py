@@ -51,6 +51,7 @@ CRASH_TRIALS_SQLITE = int(os.environ.get("CRASH_TRIALS_SQLITE", "30"))
 CRASH_TRIALS_POSTGRES = int(os.environ.get("CRASH_TRIALS_POSTGRES", "15"))
 CLAIM_SECONDS = 0.25  # a crashed run's claim: the re-run waits it out, as Dagster's retry would
 KILL_POINTS = (*child.POINTS, "random_time")
+BATCH_SIZES = (2, 1, 30)
 
 
 @pytest.fixture(scope="module")
@@ -180,15 +181,19 @@ def _crash_trials(procs: Any, s: Setup, trials: int, seed: int) -> Counter:
         plan = [KILL_POINTS[trial % len(KILL_POINTS)]]
         if rng.random() < 0.4:
             plan.append(rng.choice(KILL_POINTS))
+        # Each round of kill points posts another way: one call per invoice, batches of 2 (a
+        # month in two batches), one batch of 30 -- the crash points sit on either path.
+        batch_size = BATCH_SIZES[(trial // len(KILL_POINTS)) % len(BATCH_SIZES)]
+        qbo_calls = -(-len(s.month.drafts["invoices"]) // batch_size)
         for n, point in enumerate(plan):
             result = s.tmp / f"r{trial}-{n}.json"
             if point == "random_time":
-                code = _run(procs, _job(s, url), result, kill_after=rng.uniform(0.02, clean_time))
+                code = _run(procs, _job(s, url, batch_size=batch_size), result, kill_after=rng.uniform(0.02, clean_time))
             else:
-                nth = rng.randint(1, 3 if point != "after_hubspot_patch" else 4)
+                nth = rng.randint(1, min(3, qbo_calls) if point != "after_hubspot_patch" else 4)
                 if point == "before_writeback":
                     nth = 1
-                code = _run(procs, _job(s, url, crash=f"{point}:{nth}"), result)
+                code = _run(procs, _job(s, url, crash=f"{point}:{nth}", batch_size=batch_size), result)
             assert code in (0, -signal.SIGKILL), f"trial {trial}: child exited {code}"
             kills[point if code == -signal.SIGKILL else f"{point} (finished first)"] += 1
         started = time.monotonic()

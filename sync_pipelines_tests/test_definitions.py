@@ -1,5 +1,5 @@
 """The code location as Dagster loads it: assets, groups, partitions, jobs, the month-end schedule,
-the sensor that chains per-client billing, and loading with no secret set."""
+the sensors that chain the month's posting run and its follow-up, and loading with no secret set."""
 
 from __future__ import annotations
 
@@ -75,11 +75,29 @@ def test_whole_definitions_load_without_any_secret(no_secrets: Path) -> None:
     assert defs.resolve_job_def("deal_billing").partitions_def == dg.DynamicPartitionsDefinition(name="deals")
 
 
-def test_the_drafts_consistency_check_blocks_posting(no_secrets: Path) -> None:
+def test_the_drafts_consistency_check_is_reported_and_enforced_per_client_by_posting(no_secrets: Path) -> None:
+    # Pricing covers every client in one step, so a blocking check would hold the whole month
+    # for one client's problem: the check reports it, and the posting step leaves that client out.
     defs = _defs()
     checks = {c.key.name: c for c in defs.resolve_assets_def("invoice_drafts").check_specs}
-    assert checks["drafts_are_consistent"].blocking
+    assert not checks["drafts_are_consistent"].blocking
     assert checks["drafts_are_consistent"].asset_key == dg.AssetKey("invoice_drafts")
+
+
+def test_pricing_and_follow_up_are_monthly_and_only_posting_is_per_client(no_secrets: Path) -> None:
+    defs = _defs()
+    from sync_pipelines.defs.partitions import client_months, monthly
+
+    for name in ("billable_entries", "invoice_drafts", "unassigned_time", "crm_write_back", "reconciliation_report"):
+        assert defs.resolve_assets_def(name).partitions_def == monthly, name
+    posting = defs.resolve_assets_def("qbo_invoices")
+    assert posting.partitions_def == client_months
+    assert posting.backfill_policy == dg.BackfillPolicy.single_run()
+    per_client = [s.key.to_user_string() for s in defs.resolve_all_asset_specs() if s.partitions_def == client_months]
+    assert per_client == ["qbo_invoices"]
+    assert defs.resolve_job_def("month_extract").partitions_def == monthly
+    assert defs.resolve_job_def("month_posting").partitions_def == client_months
+    assert defs.resolve_job_def("month_follow_up").partitions_def == monthly
 
 
 _SCHEDULE_PROBE = """
@@ -108,21 +126,62 @@ def test_month_end_schedule_requests_the_previous_complete_month_in_the_firm_tim
     ]
 
 
-def test_sensor_requests_one_billing_run_per_client_after_a_successful_extract(no_secrets: Path) -> None:
+def _status_context(defs, instance, sensor_name: str, job_name: str, tags: dict, status=DagsterEventType.RUN_SUCCESS):
+    run = instance.add_run(dg.DagsterRun(job_name=job_name, tags=tags))
+    event = DagsterEvent(event_type_value=status.value, job_name=job_name)
+    return run, dg.build_run_status_sensor_context(
+        sensor_name=sensor_name, dagster_event=event, dagster_instance=instance, dagster_run=run,
+    )
+
+
+def test_sensor_requests_one_posting_run_for_every_client_after_a_successful_extract(no_secrets: Path) -> None:
     defs = _defs()
-    sensor = defs.resolve_sensor_def("bill_clients_after_extract")
+    sensor = defs.resolve_sensor_def("post_month_after_extract")
     with dg.instance_for_test() as instance:
-        run = instance.add_run(dg.DagsterRun(job_name="month_extract", tags={"dagster/partition": "2026-10"}))
-        event = DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value, job_name="month_extract")
-        ctx = dg.build_run_status_sensor_context(
-            sensor_name="bill_clients_after_extract", dagster_event=event, dagster_instance=instance,
-            dagster_run=run, resources={"rules": defs.resources["rules"]},
-        )
-        result = sensor(ctx)
-    assert isinstance(result, dg.SensorResult)
-    assert sorted(r.partition_key for r in result.run_requests) == ["acme|2026-10", "globex|2026-10"]
-    assert len({r.run_key for r in result.run_requests}) == 2
-    assert result.dynamic_partitions_requests[0].partition_keys == ["acme", "globex"]
+        instance.add_dynamic_partitions("clients", ["globex", "acme", "initech"])  # registered order, not sorted
+        run, ctx = _status_context(defs, instance, "post_month_after_extract", "month_extract",
+                                   {"dagster/partition": "2026-10"})
+        request = sensor(ctx)
+        assert isinstance(request, dg.RunRequest)
+        assert request.run_key == f"post|2026-10|{run.run_id}"
+        assert request.tags["dagster/asset_partition_range_start"] == "globex|2026-10"
+        assert request.tags["dagster/asset_partition_range_end"] == "initech|2026-10"
+        # the range the run will cover: every registered client of that month, nothing else
+        keys = defs.resolve_assets_def("qbo_invoices").partitions_def.get_partition_keys_in_range(
+            dg.PartitionKeyRange("globex|2026-10", "initech|2026-10"), dynamic_partitions_store=instance)
+        assert sorted(keys) == ["acme|2026-10", "globex|2026-10", "initech|2026-10"]
+
+        # a re-issue's extract is followed by that client's posting only
+        _, ctx = _status_context(defs, instance, "post_month_after_extract", "month_extract",
+                                 {"dagster/partition": "2026-10", "sync/client": "acme"})
+        assert sensor(ctx).partition_key == "acme|2026-10"
+        # `bill` posts in process: the daemon must not start a second posting run beside it
+        _, ctx = _status_context(defs, instance, "post_month_after_extract", "month_extract",
+                                 {"dagster/partition": "2026-10", "sync/trigger": "cli"})
+        assert isinstance(sensor(ctx), dg.SkipReason)
+
+
+def test_follow_up_is_requested_after_posting_and_after_a_failed_posting_that_recorded_client_months(
+    no_secrets: Path,
+) -> None:
+    defs = _defs()
+    ok = defs.resolve_sensor_def("follow_up_month_after_posting")
+    partial = defs.resolve_sensor_def("follow_up_month_after_partial_posting")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("clients", ["acme", "globex"])
+        range_tags = {"dagster/asset_partition_range_start": "acme|2026-10",
+                      "dagster/asset_partition_range_end": "globex|2026-10"}
+        run, ctx = _status_context(defs, instance, "follow_up_month_after_posting", "month_posting", range_tags)
+        request = ok(ctx)
+        assert (request.partition_key, request.run_key) == ("2026-10", f"follow_up|2026-10|{run.run_id}")
+        _, ctx = _status_context(defs, instance, "follow_up_month_after_posting", "month_posting",
+                                 {"dagster/partition": "globex|2026-10"})
+        assert ok(ctx).partition_key == "2026-10"
+        # a failed posting run that stored nothing has nothing to follow up
+        run, ctx = _status_context(defs, instance, "follow_up_month_after_partial_posting", "month_posting",
+                                   range_tags, status=DagsterEventType.RUN_FAILURE)
+        instance.report_run_failed(run)
+        assert isinstance(partial(ctx), dg.SkipReason)
 
 
 def test_invalid_rules_stop_the_month_with_every_problem_listed(no_secrets: Path) -> None:

@@ -40,7 +40,7 @@ def test_billing_with_instance_and_ledger_on_postgres(postgres_url: str, tmp_pat
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             run = bill_month(PERIOD, instance=instance, definitions=definitions)
             assert run.exit_code == EXIT_OK, [c.error for c in run.clients]
-            assert {r.job_name for r in instance.get_runs()} >= {"month_extract", "client_month_billing"}
+            assert {r.job_name for r in instance.get_runs()} >= {"month_extract", "month_posting", "month_follow_up"}
 
     # The ledger rows live in PostgreSQL, beside Dagster's own tables.
     engine = sa.create_engine(postgres_url)

@@ -30,8 +30,9 @@ from sync_pipelines.billing.rules import RulesFile
 def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile, company: QboCompany,
                    catalog: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(invoices, lines) with the company's columns and holds (see the module docs)."""
-    invoices = invoices.copy()
-    lines = lines.copy()
+    # copy-on-write (pandas 3): the caller's frames stay as they were without copying every column
+    invoices = invoices.copy(deep=False)
+    lines = lines.copy(deep=False)
     tax_refs: list[str | None] = [None] * len(lines)
     cols: dict[str, list] = {k: [] for k in ("expected_tax", "tax_calculation", "discount_item_name",
                                               "discount_item_id", "class_on")}
@@ -47,7 +48,6 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
         qbo = eff.qbo
         holds: list[str] = list(inv["hold_reasons"] or [])
         mine = positions.get(key, [])
-        rows = [{"detail_type": detail_types[i], "item_name": item_names[i], "amount": amounts[i]} for i in mine]
         cur = inv["currency"]
         p = f"clients.{ck}.qbo"
 
@@ -61,7 +61,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
         # discounts off: QuickBooks ignores a DiscountLineDetail, so the discount becomes a
         # negative line on an item the firm chose
         d_name = d_id = None
-        has_discount_line = any(r["detail_type"] == "DiscountLineDetail" for r in rows)
+        has_discount_line = any(detail_types[i] == "DiscountLineDetail" for i in mine)
         if has_discount_line and not company.allow_discount:
             d_name = qbo.discount_item  # type: ignore[union-attr]
             if d_name is None:
@@ -99,7 +99,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
                              "invoices need a transaction tax code, which sync_pipelines does not send yet")
             # Without sales tax set up the codes mean nothing to QuickBooks; leaving them out keeps
             # the payload of such a company what it was before companies were read (no drift).
-            codes = [US_TAXABLE if taxable else US_NON_TAXABLE] * len(rows) if company.using_sales_tax else [None] * len(rows)
+            codes = [US_TAXABLE if taxable else US_NON_TAXABLE] * len(mine) if company.using_sales_tax else [None] * len(mine)
             expected_tax = None if taxable else Decimal(0)
         else:
             calculation = rules.firm.tax.calculation
@@ -107,7 +107,7 @@ def fit_to_company(invoices: pd.DataFrame, lines: pd.DataFrame, rules: RulesFile
             base: dict[str, Decimal] = {}
             pct: dict[str, list[Decimal]] = {}
             missing: set[str] = set()
-            for row in rows:
+            for row in ({"detail_type": detail_types[i], "item_name": item_names[i], "amount": amounts[i]} for i in mine):
                 item = d_name if row["detail_type"] == "DiscountLineDetail" and d_name else row["item_name"]
                 name = by_item.get(item) if item else None
                 name = name or qbo.tax_code  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from sync_pipelines.billing.catalog import Catalog
 from sync_pipelines.billing.company import QboCompany
 from sync_pipelines.billing.company_fit import fit_to_company
 from sync_pipelines.billing.deals import ProjectTerms, project_terms
+from sync_pipelines.billing.gc_pause import collection_paused
 from sync_pipelines.billing.grouping import group_key
 from sync_pipelines.billing.history import BillingHistory
 from sync_pipelines.billing.invoices import INVOICE_COLUMNS, LINE_COLUMNS, InvoiceContext, finish_invoices
@@ -135,6 +136,25 @@ def price_month(
     `group_override`: every time invoice gets this group key instead of the rules' `group_by`
     (a triggered deal bills its project's time on one invoice, ``deal-<id>``).
     """
+    with collection_paused():
+        return _price_month(rules, period, entries, deals, catalog, history, realm_id, clients, line_items,
+                            company, today, group_override)
+
+
+def _price_month(
+    rules: RulesFile,
+    period: str,
+    entries: pd.DataFrame,
+    deals: pd.DataFrame | None,
+    catalog: pd.DataFrame | None,
+    history: BillingHistory | None,
+    realm_id: str,
+    clients: list[str] | None,
+    line_items: pd.DataFrame | None,
+    company: QboCompany | None,
+    today: date | None,
+    group_override: str | None,
+) -> BillingResult:
     history = history or BillingHistory()
     deal_history = history
     if line_items is not None and rules.hubspot is not None:
@@ -337,11 +357,15 @@ def price_month(
         np.add.at(included_used_c, s_code[ridx], inc_part)
         # non-retainer parts stay as they are; retainer entries become 1 or 2 parts
         keep_t = np.flatnonzero(~is_ret)
-        a, b = ridx[to_inc], ridx[to_ov]
+        # each kind of part in entry order, as the line grouping expects (billing/lines.py)
+        ia, ib = np.flatnonzero(to_inc), np.flatnonzero(to_ov)
+        ia = ia[np.argsort(s_entry[ridx[ia]], kind="stable")]
+        ib = ib[np.argsort(s_entry[ridx[ib]], kind="stable")]
+        a, b = ridx[ia], ridx[ib]
         part_src = np.concatenate([keep_t, a, b])
         kind = np.concatenate([np.full(len(keep_t), KIND_TIME), np.full(len(a), KIND_INCLUDED), np.full(len(b), KIND_OVERAGE)])
-        raw_p = np.concatenate([s_hours[keep_t], raw_inc[to_inc], raw_ov[to_ov]])
-        billed_p = np.concatenate([billed[keep_t], inc_part[to_inc], ov_part[to_ov]])
+        raw_p = np.concatenate([s_hours[keep_t], raw_inc[ia], raw_ov[ib]])
+        billed_p = np.concatenate([billed[keep_t], inc_part[ia], ov_part[ib]])
 
     p_code = s_code[part_src]
     p_rate = rate[part_src].copy()
@@ -381,7 +405,9 @@ def price_month(
     problems: list[list[str]] = [[] for _ in range(n_inv)]
     unpriced = p_rate < 0
     if unpriced.any():
-        bad = pd.DataFrame({"inv": s_inv[sp][unpriced], "src": sp[unpriced]}).drop_duplicates().sort_values(["inv", "src"])
+        # listed by entry id, so the reason reads the same whatever order the entries came in
+        bad = pd.DataFrame({"inv": s_inv[sp][unpriced], "entry": s_entry[sp][unpriced], "src": sp[unpriced]}
+                           ).drop_duplicates().sort_values(["inv", "entry", "src"])
         for i, grp in bad.groupby("inv"):
             srcs = grp["src"].to_numpy()
             described = [_entry_ref(S, int(s)) for s in srcs[:5]]
@@ -423,7 +449,7 @@ def price_month(
 
     clock.mark("invoices")
     # ---- the entries report -----------------------------------------------------------------
-    status = np.where(candidate, "billed", "excluded").astype(object)
+    status = np.array(["excluded", "billed"], dtype=object)[candidate.astype(np.int64)]  # two shared strings
     inv_key_col = np.full(n, None, dtype=object)
     line_no_col = pd.array(np.zeros(n, dtype=np.int64), dtype="Int64")
     line_no_col[:] = pd.NA
@@ -502,6 +528,8 @@ class _Billable:
     def __init__(self, E: pd.DataFrame, idx: np.ndarray) -> None:
         self._E, self._idx = E, idx
         self._cache: dict[str, np.ndarray] = {}
+        self._sorted_values: dict[str, np.ndarray] = {}
+        self._codes: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._idx)
@@ -532,7 +560,19 @@ class _Billable:
         rank[order] = np.arange(len(order))
         codes = codes.astype(np.int64)
         sorted_codes = np.where(codes >= 0, rank[np.maximum(codes, 0)] if len(rank) else -1, -1)
-        return sorted_codes[self._idx], pd.Index(uniques.to_numpy(dtype=object)[order])
+        values = uniques.to_numpy(dtype=object)[order]
+        self._sorted_values[col] = values
+        self._codes[col] = sorted_codes[self._idx]
+        return self._codes[col], pd.Index(values)
+
+    def labels_at(self, col: str, positions: np.ndarray) -> np.ndarray:
+        """`texts(col, positions)` for a column already factorised by `codes`."""
+        return self.labels(col, self._codes[col][positions])
+
+    def labels(self, col: str, codes: np.ndarray) -> np.ndarray:
+        """Object array of the values behind sorted `codes` of `col` (from `codes`), None for -1."""
+        values = np.append(self._sorted_values[col], None)
+        return values[np.where(codes >= 0, codes, len(values) - 1)]
 
     def get(self, col: str, i: int):  # noqa: ANN201
         v = self.values(col)[i]

@@ -83,7 +83,7 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     multi = L.attrs.get("multi_rules", {})
     a = {c: L[c].to_numpy() for c in ("inv", "client", "kind", "item", "ld_project", "ld_task", "ld_user",
                                       "ld_entry", "rate", "rule", "raw", "billed", "amount", "day_min", "first",
-                                      "n_entries")}
+                                      "n_entries", "s_task", "s_user")}
     src = L.attrs["src"][a["first"]]
     client = a["client"]
     rules = ctx.rule_list
@@ -108,47 +108,69 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     for i, ids in multi.items():
         rule_text[i] = "; ".join(rules[r].path for r in ids if r >= 0)
 
-    # hours and dates through small lookups of the distinct values
-    def _map(values: np.ndarray, fn) -> np.ndarray:  # noqa: ANN001
-        uniq, inv = np.unique(values, return_inverse=True)
-        return np.array([fn(int(v)) for v in uniq] + [None], dtype=object)[:-1][inv] if len(uniq) else np.zeros(0, object)
-
-    qty = _map(a["billed"], hours)
-    raw_h = _map(a["raw"], hours)
-    billed_text = _map(a["billed"], lambda v: f"{hours(v)} h")
-    raw_text = _map(a["raw"], lambda v: f"{hours(v)} h")
+    # hours, dates and amounts through small lookups of the distinct values
+    billed_codes, billed_u = pd.factorize(a["billed"])
+    raw_codes, raw_u = pd.factorize(a["raw"])
+    billed_hours = _objects([hours(int(v)) for v in billed_u])
+    raw_hours = _objects([hours(int(v)) for v in raw_u])
+    qty = billed_hours[billed_codes]
+    raw_h = raw_hours[raw_codes]
+    billed_text = _objects([f"{h} h" for h in billed_hours])[billed_codes]
+    raw_text = _objects([f"{h} h" for h in raw_hours])[raw_codes]
     is_entry = a["ld_entry"] >= 0
-    entry_day = _map(np.where(is_entry, a["day_min"], 0), _day)
+    day_codes, day_u = pd.factorize(np.where(is_entry, a["day_min"], 0))
+    entry_day = _objects([_day(int(d)) for d in day_u])[day_codes]
     service_date = np.where(is_entry, entry_day, ctx.end)
-    period_text = np.where(is_entry, _map(np.where(is_entry, a["day_min"], 0), lambda d: _day(d).isoformat()),
-                           f"{ctx.start.isoformat()} to {ctx.end.isoformat()}")
+    whole_period = f"{ctx.start.isoformat()} to {ctx.end.isoformat()}"
+    period_text = np.where(is_entry, _objects([_day(int(d)).isoformat() for d in day_u])[day_codes], whole_period)
     amount = np.empty(n, dtype=object)
-    for d in np.unique(digits_c[client]):
-        m = digits_c[client] == d
-        amount[m] = _map(a["amount"][m], lambda v, d=int(d): Decimal(v).scaleb(-d))
+    line_digits = digits_c[client]
+    for d in np.unique(line_digits).tolist():
+        m = line_digits == d
+        codes_, uniq = pd.factorize(a["amount"][m])
+        amount[m] = _objects([Decimal(int(v)).scaleb(-d) for v in uniq])[codes_]
 
-    # the description: label [project] — hours @ rate (worked), period
-    task = names.texts("task_name", src)
-    person = names.texts("user_name", src)
-    notes = names.texts("notes", src)
+    # the description: label [project] — hours @ rate (worked), period. Task and person names
+    # come from the line's own codes when it is split on them, else from its first entry.
+    task = names.labels("task_name", a["s_task"])
+    person = names.labels("user_name", a["s_user"])
+    for values, codes, own in ((task, a["s_task"], ("summary", "project", "person")),
+                               (person, a["s_user"], ("summary", "project", "task"))):
+        need = (codes < 0) & ~np.isin(detail, own)
+        if need.any():
+            values[need] = names.labels_at("task_name" if values is task else "user_name", src[need])
+    notes = np.full(n, None, dtype=object)
+    if is_entry.any():
+        notes[is_entry] = names.texts("notes", src[is_entry])
     show_project = a["ld_project"] >= 0
     project = np.full(n, None, dtype=object)
     if show_project.any():
         project[show_project] = names.project_labels(src[show_project])
-    tp = task.astype(str) + " — " + person.astype(str)
-    label = np.select(
-        [detail == "summary", detail == "project", detail == "task", detail == "person", detail == "task_person"],
-        [np.full(n, "Professional services", dtype=object), np.where(show_project, project, "Project"),
-         np.where(pd.isna(task), "Services", task), np.where(pd.isna(person), "Services", person), tp],
-        default=tp).astype(object)
-    has_notes = is_entry & ~pd.isna(notes)
-    label[has_notes] = label[has_notes] + ": " + notes[has_notes].astype(str)
-    suffix = show_project & (detail != "project")
-    label[suffix] = label[suffix] + " [" + project[suffix].astype(str) + "]"
-    prefix = np.select([a["kind"] == KIND_INCLUDED, a["kind"] == KIND_OVERAGE], ["Included in retainer: ", "Overage: "], "")
-    rate_text = np.where(priced, cur + " " + rate_text_r[rix], "NO RATE")
-    worked = np.where(a["raw"] != a["billed"], " (" + raw_text + " worked)", "")
-    desc = prefix.astype(object) + label + " — " + billed_text + " @ " + rate_text + worked + ", " + period_text
+    kind_prefix = {KIND_INCLUDED: "Included in retainer: ", KIND_OVERAGE: "Overage: "}
+    rate_text = (cur + " " + rate_text_r[rix]).tolist()
+    desc = []
+    for d, t, p, sp, pr, nt, k, bt, rt, pc, raw_, billed_, rw, pt in zip(
+            detail.tolist(), task.tolist(), person.tolist(), show_project.tolist(), project.tolist(), notes.tolist(),
+            a["kind"].tolist(),
+            billed_text.tolist(), rate_text, priced.tolist(), a["raw"].tolist(), a["billed"].tolist(),
+            raw_text.tolist(), period_text.tolist()):
+        if d == "summary":
+            label = "Professional services"
+        elif d == "project":
+            label = pr if pr is not None else "Project"
+        elif d == "task":
+            label = t if t is not None else "Services"
+        elif d == "person":
+            label = p if p is not None else "Services"
+        else:
+            label = f"{t} — {p}"
+        if nt is not None:
+            label = f"{label}: {nt}"
+        if sp and d != "project":
+            label = f"{label} [{pr}]"
+        text = (f"{kind_prefix.get(k, '')}{label} — {bt} @ {rt if pc else 'NO RATE'}"
+                f"{f' ({rw} worked)' if raw_ != billed_ else ''}, {pt}")
+        desc.append(text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…")
 
     keys = np.array(ctx.invoice_keys + [""], dtype=object)
     groups = np.array([g for _, g in ctx.invoices] + [""], dtype=object)
@@ -161,7 +183,7 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     cols["line_no"] = [0] * n
     cols["kind"] = kind_names[a["kind"]].tolist()
     cols["detail_type"] = ["SalesItemLineDetail"] * n
-    cols["description"] = [d if len(d) <= MAX_DESCRIPTION else d[: MAX_DESCRIPTION - 1] + "…" for d in desc.tolist()]
+    cols["description"] = desc
     cols["item_name"] = item_names[a["item"]].tolist()
     cols["service_date"] = service_date.tolist()
     cols["qty"] = qty.tolist()
@@ -176,11 +198,24 @@ def _time_line_rows(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     cols["entry_ids"] = ids_per_line
     cols["entry_count"] = a["n_entries"].tolist()
     cols["rounding"] = rounding_c[client].tolist()
-    cols["project_id"] = [v if v >= 0 else None for v in a["ld_project"].tolist()]
-    cols["task_id"] = [v if v >= 0 else None for v in a["ld_task"].tolist()]
-    cols["user_id"] = [v if v >= 0 else None for v in a["ld_user"].tolist()]
+    cols["project_id"] = _ids_or_none(a["ld_project"])
+    cols["task_id"] = _ids_or_none(a["ld_task"])
+    cols["user_id"] = _ids_or_none(a["ld_user"])
     cols["priced"] = priced.tolist()
     return cols
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-d object array of `values` (numpy would unpack sequences into more dimensions)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values if values else out
+    return out
+
+
+def _ids_or_none(ids: np.ndarray) -> list:
+    out = ids.astype(object)
+    out[ids < 0] = None
+    return out.tolist()
 
 
 @lru_cache(maxsize=4096)
@@ -224,6 +259,8 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
     client_code = {k: i for i, k in enumerate(ctx.client_keys)}
     inv_class: list[tuple[str | None, str | None]] = [(None, None)] * n_inv
     item_id_of: dict[str, str | None] = {}
+    extra_inv: list[int] = []
+    facts = _InvoiceLineFacts(ctx, L, bounds)
     for inv in range(n_inv):
         ck, gk = ctx.invoices[inv]
         e = ctx.effective[ck]
@@ -249,9 +286,7 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
         time_no0 = len(pre) + 1
         time_line_no[b0:b1] = np.arange(time_no0, time_no0 + (b1 - b0))
 
-        amounts = cols["amount"][b0:b1]
-        line_projects = cols["project_id"][b0:b1]
-        subtotal = fee + sum(amounts, Decimal(0))
+        subtotal = fee + facts.time_amount(inv)
 
         # discount: the client's, or per project the deal's percent
         client_pct = e.discount.percent if e.discount else None
@@ -259,10 +294,7 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
         deal_pct = {pid: ctx.terms[pid].discount_percent for pid in ctx.inv_projects[inv]
                     if pid in ctx.terms and ctx.terms[pid].discount_percent is not None}
         share_of_project: dict[int, Decimal] = {}
-        project_amount: dict[int, Decimal] = {}
-        for amt, pid in zip(amounts, line_projects):
-            if pid is not None:
-                project_amount[pid] = project_amount.get(pid, Decimal(0)) + amt
+        project_amount = facts.project_amounts[inv]
         discount = Decimal(0)
         discount_percent: Decimal | None = None
         rest = subtotal - sum((project_amount.get(pid, Decimal(0)) for pid in deal_pct), Decimal(0))
@@ -348,7 +380,7 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
             if pid in ctx.terms:
                 holds += ctx.terms[pid].problems
         item_ids: dict[str, str | None] = {}
-        used_items = sorted({it for it in cols["item_name"][b0:b1]} | ({default_item} if (pre or post) else set()))
+        used_items = sorted(set(facts.items[inv]) | ({default_item} if (pre or post) else set()))
         for name in used_items:
             ref, problem = ctx.catalog.resolve("Item", name, "item")  # type: ignore[arg-type]
             item_ids[name] = ref.id if ref else None  # type: ignore[index]
@@ -376,7 +408,8 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
                 holds.append(f"QuickBooks customer {e.qbo_customer!r} is in {customer_currency}, the rules say {cur}")
 
         # amounts QuickBooks cannot store, and a total far beyond the client's history
-        holds += guards.amount_limit_problems(list(amounts) + [r["amount"] for r in pre + post], total, cur)
+        holds += guards.amount_limit_problems(facts.largest_time_amount(inv) + [r["amount"] for r in pre + post],
+                                              total, cur)
         jump = e.guards.total_jump if e.guards else None  # type: ignore[union-attr]
         if jump is not None and jump.enabled and total > 0:
             posted = [p.total for p in ctx.history.posted_invoices
@@ -402,12 +435,13 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
                 row["item_id"] = item_ids.get(row["item_name"])
                 row["class_name"], row["class_id"] = class_name, class_id
         extra_rows += pre + post
+        extra_inv += [inv] * (len(pre) + len(post))
 
         pos = sorted({ctx.terms[pid].po_number for pid in ctx.inv_projects[inv]
                       if pid in ctx.terms and ctx.terms[pid].po_number})
         memo = _memo(e.invoice.memo, pos, ck, e.qbo_customer, ctx)  # type: ignore[union-attr]
-        raw = sum(cols["raw_centi"][b0:b1])
-        billed = sum(cols["billed_centi"][b0:b1])
+        raw = int(facts.raw[inv])
+        billed = int(facts.billed[inv])
         used_inc = int(ctx.included_used_c[c]) if retainer is not None else 0
         carry_forward = Decimal("0.00")
         if retainer is not None and retainer.rollover:
@@ -424,7 +458,7 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
             "memo": memo, "po_numbers": pos, "terms_name": terms_name, "terms_id": terms_id,
             "class_name": class_name, "class_id": class_id, "txn_date": ctx.end, "service_start": ctx.start,
             "service_end": ctx.end, "raw_hours": hours(raw), "billed_hours": hours(billed),
-            "entry_count": int(sum(cols["entry_count"][b0:b1])), "line_count": len(pre) + (b1 - b0) + len(post),
+            "entry_count": int(facts.entries[inv]), "line_count": len(pre) + (b1 - b0) + len(post),
             "retainer_included_hours": hours(int(ctx.available_c[c])) if retainer is not None else None,
             "retainer_used_hours": hours(used_inc) if retainer is not None else None,
             "retainer_carry_forward_hours": carry_forward if retainer is not None else None,
@@ -434,29 +468,109 @@ def finish_invoices(ctx: InvoiceContext, L: pd.DataFrame, ids_per_line: list[lis
 
     if len(L):
         cls = np.array(inv_class + [(None, None)], dtype=object)[inv_arr]
-        cols["class_name"] = cls[:, 0].tolist()
-        cols["class_id"] = cls[:, 1].tolist()
+        cols["class_name"] = cls[:, 0]
+        cols["class_id"] = cls[:, 1]
         item_id_arr = np.array([item_id_of.get(nm) for nm in ctx.item_names] + [None], dtype=object)
-        cols["item_id"] = item_id_arr[L["item"].to_numpy()].tolist()
-        cols["line_no"] = time_line_no.tolist()
-    time = pd.DataFrame(cols, columns=LINE_COLUMNS, dtype=object)
-    keep = ~np.isin(inv_arr, np.array(sorted(dropped), dtype=np.int64)) if dropped else np.ones(len(L), dtype=bool)
-    time = time[keep]
-    extra = pd.DataFrame(extra_rows, columns=LINE_COLUMNS, dtype=object)
-    lines = pd.concat([time, extra], ignore_index=True) if len(extra) else time.reset_index(drop=True)
-    if len(lines):
-        order = {k: i for i, k in enumerate(ctx.invoice_keys)}
-        lines = lines.assign(_o=lines["invoice_key"].map(order)).sort_values(["_o", "line_no"], kind="stable")
-        lines = lines.drop(columns="_o").reset_index(drop=True)
-    for c_ in ("line_no", "raw_centi", "billed_centi", "entry_count"):
-        lines[c_] = lines[c_].astype(np.int64)
-    lines["priced"] = lines["priced"].astype(bool)
-    for c_ in ("project_id", "task_id", "user_id"):
-        lines[c_] = pd.array(lines[c_].tolist(), dtype="Int64")
+        cols["item_id"] = item_id_arr[L["item"].to_numpy()]
+        cols["line_no"] = time_line_no
+    lines = _lines_frame(cols, len(L), inv_arr, time_line_no, extra_rows, np.array(extra_inv, dtype=np.int64), dropped)
     invoices = pd.DataFrame(invoice_rows, columns=INVOICE_COLUMNS, dtype=object)
     for c_ in ("generation", "entry_count", "line_count"):
         invoices[c_] = invoices[c_].astype(np.int64)
     return lines, invoices, dropped, time_line_no
+
+
+class _InvoiceLineFacts:
+    """Sums and sets over each invoice's time lines, from the integer line columns in one pass
+    (the time lines are in invoice order: invoice `i` has lines ``bounds[i]:bounds[i + 1]``).
+    Amounts become Decimals here, per invoice, exactly as summing the lines' Decimals would."""
+
+    def __init__(self, ctx: InvoiceContext, L: pd.DataFrame, bounds: np.ndarray) -> None:
+        n_inv = len(ctx.invoices)
+        self._digits = [money.minor_units(ctx.effective[ck].currency) for ck, _ in ctx.invoices]  # type: ignore[arg-type]
+        self._n = np.diff(bounds)
+        ints = {c: (L[c].to_numpy().astype(np.int64) if len(L) else np.zeros(0, dtype=np.int64))
+                for c in ("inv", "amount", "raw", "billed", "n_entries", "ld_project", "item")}
+
+        def per_invoice(values: np.ndarray) -> np.ndarray:
+            # int64 prefix sums: differences are exact even if a prefix wraps (two's complement)
+            with np.errstate(over="ignore"):
+                cs = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(values, dtype=np.int64)])
+                return cs[bounds[1:]] - cs[bounds[:-1]]
+
+        self.amount = per_invoice(ints["amount"])
+        self.raw = per_invoice(ints["raw"])
+        self.billed = per_invoice(ints["billed"])
+        self.entries = per_invoice(ints["n_entries"])
+        nonempty = np.flatnonzero(self._n > 0)
+        self.largest = np.zeros(n_inv, dtype=np.int64)
+        if len(nonempty):
+            self.largest[nonempty] = np.maximum.reduceat(ints["amount"], bounds[nonempty])
+        # {project id: amount} over the lines that show their project, per invoice
+        self.project_amounts: list[dict[int, Decimal]] = [{} for _ in range(n_inv)]
+        shown = ints["ld_project"] >= 0
+        if shown.any():
+            pair = ints["inv"][shown] * (2**36) + ints["ld_project"][shown]
+            uniq, which = np.unique(pair, return_inverse=True)
+            sums = np.zeros(len(uniq), dtype=np.int64)
+            np.add.at(sums, which, ints["amount"][shown])
+            for p, total in zip(uniq.tolist(), sums.tolist()):
+                i, pid = divmod(p, 2**36)
+                self.project_amounts[i][pid] = _dec_minor(total, self._digits[i])
+        # the item names on each invoice's time lines
+        self.items: list[list[str]] = [[] for _ in range(n_inv)]
+        if len(L):
+            pair = np.unique(ints["inv"] * (2**32) + ints["item"])
+            for p in pair.tolist():
+                i, item = divmod(p, 2**32)
+                self.items[i].append(ctx.item_names[item])
+
+    def time_amount(self, inv: int) -> Decimal:
+        """The sum of the invoice's time line amounts (Decimal(0) without time lines)."""
+        if self._n[inv] == 0:
+            return Decimal(0)
+        return _dec_minor(int(self.amount[inv]), self._digits[inv])
+
+    def largest_time_amount(self, inv: int) -> list[Decimal]:
+        """[the largest time line amount] (time amounts are never negative), or [] without time lines."""
+        if self._n[inv] == 0:
+            return []
+        return [_dec_minor(int(self.largest[inv]), self._digits[inv])]
+
+
+_TYPED_LINE_COLUMNS = {"line_no": np.int64, "raw_centi": np.int64, "billed_centi": np.int64, "entry_count": np.int64,
+                       "priced": bool}
+_NULLABLE_ID_COLUMNS = ("project_id", "task_id", "user_id")
+
+
+def _lines_frame(cols: dict[str, Any], n_time: int, inv_arr: np.ndarray, time_line_no: np.ndarray,
+                 extra_rows: list[dict[str, Any]], extra_inv: np.ndarray, dropped: set[int]) -> pd.DataFrame:
+    """Time lines (columns) and the other lines (rows) as one frame in invoice, then line order,
+    without the lines of dropped invoices."""
+    n_extra = len(extra_rows)
+    line_inv = np.concatenate([inv_arr.astype(np.int64), extra_inv])
+    line_no = np.concatenate([time_line_no, np.array([r["line_no"] for r in extra_rows], dtype=np.int64)])
+    keep = ~np.isin(line_inv, np.array(sorted(dropped), dtype=np.int64)) if dropped else np.ones(len(line_inv), bool)
+    kept = np.flatnonzero(keep)
+    order = kept[np.lexsort((line_no[kept], line_inv[kept]))]
+    data: dict[str, Any] = {}
+    for c in LINE_COLUMNS:
+        values = np.empty(n_time + n_extra, dtype=object)
+        if n_time:
+            col = cols[c]
+            values[:n_time] = col if isinstance(col, np.ndarray) else np.fromiter(col, dtype=object, count=n_time)
+        if n_extra:
+            values[n_time:] = np.fromiter((r[c] for r in extra_rows), dtype=object, count=n_extra)
+        values = values[order]
+        if c in _TYPED_LINE_COLUMNS:
+            data[c] = values.astype(_TYPED_LINE_COLUMNS[c])
+        elif c in _NULLABLE_ID_COLUMNS:
+            missing = np.array([v is None for v in values.tolist()], dtype=bool)
+            ids = np.where(missing, 0, values).astype(np.int64)
+            data[c] = pd.arrays.IntegerArray(ids, missing)
+        else:
+            data[c] = pd.Series(values, dtype=object, copy=False)
+    return pd.DataFrame(data, columns=LINE_COLUMNS)
 
 
 def _memo(template: str | None, pos: list[str], ck: str, customer: str, ctx: InvoiceContext) -> str | None:

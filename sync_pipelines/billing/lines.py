@@ -71,6 +71,19 @@ def group_ids(keys: list[np.ndarray]) -> np.ndarray:
     return pd.factorize(gid)[0].astype(np.int64)
 
 
+def _by_line_then_entry(gid: np.ndarray, eid: np.ndarray) -> np.ndarray:
+    """Part positions by line id, entry id ascending within a line.
+
+    The parts usually come in entry order within each line already (the engine passes each kind
+    of part in entry order), and then one stable sort on the line id is enough: checked, else
+    the two-key sort."""
+    order = np.argsort(gid, kind="stable")
+    g, e = gid[order], eid[order]
+    if len(order) < 2 or bool(np.all((e[1:] > e[:-1]) | (g[1:] != g[:-1]))):
+        return order
+    return np.lexsort((eid, gid))
+
+
 def aggregate(parts: dict[str, np.ndarray], scope_line: np.ndarray, inc: np.ndarray, mode: np.ndarray,
               minor_digits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, list[list[int]]]:
     """Group parts (a dict of equal-length int64 arrays) into lines.
@@ -88,7 +101,7 @@ def aggregate(parts: dict[str, np.ndarray], scope_line: np.ndarray, inc: np.ndar
     gid = group_ids([parts[k] for k in LINE_KEYS])
     n_lines = int(gid.max()) + 1
     eid = parts["entry_id"]
-    order = np.lexsort((eid, gid))  # by line, entry ids ascending within a line
+    order = _by_line_then_entry(gid, eid)
     g_sorted = gid[order]
     starts = np.searchsorted(g_sorted, np.arange(n_lines))
     first = order[starts]
@@ -127,16 +140,19 @@ def aggregate(parts: dict[str, np.ndarray], scope_line: np.ndarray, inc: np.ndar
         end = starts[g + 1] if g + 1 < n_lines else n_parts
         multi[g] = sorted(set(rule_sorted[starts[g]:end].tolist()))
 
-    # entry ids per line, ascending
-    all_ids = eid[order].tolist()
-    bl = np.append(starts, n_parts).tolist()
-    ids_per_line = [all_ids[bl[i]:bl[i + 1]] for i in range(n_lines)]
-
     # invoice order
     sort_order = np.lexsort(tuple(lines[k].to_numpy() for k in reversed(SORT_KEYS)))
     remap = np.empty(n_lines, dtype=np.int64)
     remap[sort_order] = np.arange(n_lines)
     lines = lines.iloc[sort_order].reset_index(drop=True)
     lines.attrs["multi_rules"] = {int(remap[g]): v for g, v in multi.items()}
-    ids_per_line = [ids_per_line[i] for i in sort_order.tolist()]
+
+    # entry ids per line (in invoice order), ascending: the blocks of `order` moved into invoice
+    # order without sorting again, then one list per line sliced from one list
+    sizes = np.diff(np.append(starts, n_parts))[sort_order]
+    new_starts = np.concatenate([[0], np.cumsum(sizes)])
+    pos = np.arange(n_parts) - np.repeat(new_starts[:-1] - starts[sort_order], sizes)
+    all_ids = eid[order[pos]].tolist()
+    bl = new_starts.tolist()
+    ids_per_line = [all_ids[bl[i]:bl[i + 1]] for i in range(n_lines)]
     return lines, remap[gid], ids_per_line

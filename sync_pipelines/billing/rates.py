@@ -101,6 +101,11 @@ def _table(rows: list[tuple[int, RateRow | None, int, int, int | None, int]], ke
 
 def _scan(table: dict[str, np.ndarray], group: np.ndarray, n_groups: int, keys: EntryKeys,
           best_key: np.ndarray, best_rate: np.ndarray, best_rule: np.ndarray, tie: np.ndarray) -> None:
+    """Offer every entry the r-th row of its group, r = 0, 1, ...: one vectorised pass per r.
+
+    A filter no r-th row sets (no dates, no task, ...) is not tested in that pass; a pass that
+    every entry takes part in works on whole columns instead of a selection.
+    """
     if len(table["group"]) == 0:
         return
     counts = np.bincount(table["group"], minlength=n_groups)
@@ -109,16 +114,23 @@ def _scan(table: dict[str, np.ndarray], group: np.ndarray, n_groups: int, keys: 
     g = np.where(has_group, group, 0)
     g_count = np.where(has_group, counts[g], 0)
     g_start = starts[g]
+    dims = (("p", keys.project_id, keys.project_code), ("u", keys.user_id, keys.user_name),
+            ("t", keys.task_id, keys.task_name))
     for r in range(int(counts.max())):
         valid = g_count > r
-        if not valid.any():
+        everyone = bool(valid.all())
+        if not everyone and not valid.any():
             break
-        sel = np.flatnonzero(valid)
+        rows_r = starts[counts > r] + r  # the r-th row of every group that has one
+        sel = slice(None) if everyone else np.flatnonzero(valid)
         idx = g_start[sel] + r
-        day = keys.day[sel]
-        ok = (table["from"][idx] <= day) & (day <= table["to"][idx])
-        for dim, ent_id, ent_code in (("p", keys.project_id, keys.project_code), ("u", keys.user_id, keys.user_name),
-                                      ("t", keys.task_id, keys.task_name)):
+        ok = np.ones(len(idx), dtype=bool)
+        if (table["from"][rows_r] != _NO_FROM).any() or (table["to"][rows_r] != _NO_TO).any():
+            day = keys.day[sel]
+            ok &= (table["from"][idx] <= day) & (day <= table["to"][idx])
+        for dim, ent_id, ent_code in dims:
+            if not table[f"{dim}_has"][rows_r].any():
+                continue
             has = table[f"{dim}_has"][idx] == 1
             m = (ent_id[sel] == table[f"{dim}_id"][idx]) | (ent_code[sel] == table[f"{dim}_code"][idx])
             ok &= ~has | m
@@ -127,6 +139,13 @@ def _scan(table: dict[str, np.ndarray], group: np.ndarray, n_groups: int, keys: 
         cur = best_key[sel]
         better = key > cur
         same = ok & (key == cur)
+        if everyone:
+            tie[same] = True
+            tie[better] = False
+            best_key[better] = key[better]
+            best_rate[better] = table["rate"][idx][better]
+            best_rule[better] = table["rule"][idx][better]
+            continue
         tie[sel[same]] = True
         upd = sel[better]
         tie[upd] = False

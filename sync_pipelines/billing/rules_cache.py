@@ -2,7 +2,9 @@
 every few seconds; a file with hundreds of clients takes long to validate).
 
 A version is (path, mtime in ns, size): an edit changes at least one of them, so a changed file
-is always parsed again, and an invalid one raises `RulesError` exactly like `load_rules`.
+is always read again, and an invalid one raises `RulesError` exactly like `load_rules`. A file
+touched but not changed is not validated again either: `parse_rules` keeps valid texts by their
+sha256 (billing/rules.py).
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 YAML float scalars (``150.00``) are built as ``Decimal`` from their source text, integers stay
 ``int``, dates stay ``datetime.date``. Duplicate mapping keys, which PyYAML would silently
 overwrite, are collected as problems (with their line) instead.
+
+The text is scanned and parsed by libyaml (PyYAML's C extension) when PyYAML was built with it:
+the pure-Python scanner took ~1.8 s of the ~1.9 s that a 1,000-client file cost to validate.
+The constructors below work on the parsed nodes either way, so the values are the same.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from typing import Any
 import yaml
 
 
-class DecimalSafeLoader(yaml.SafeLoader):
+# CSafeLoader = libyaml's CParser + the same SafeConstructor and Resolver as SafeLoader
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class DecimalSafeLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     """SafeLoader keeping floats as Decimal (exact source text) and recording duplicate keys."""
 
     def __init__(self, stream: Any) -> None:
@@ -34,7 +42,7 @@ def _construct_decimal(loader: DecimalSafeLoader, node: yaml.ScalarNode) -> Any:
 
 def _construct_timestamp(loader: DecimalSafeLoader, node: yaml.ScalarNode) -> Any:
     try:
-        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
     except ValueError:
         # 2026-13-01 looks like a date to YAML but is none: left as text so that validation
         # rejects it by path (PyYAML would raise, and the file would not be checked at all)
@@ -56,7 +64,7 @@ def _construct_mapping(loader: DecimalSafeLoader, node: yaml.MappingNode, deep: 
             )
         else:
             seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
 DecimalSafeLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)

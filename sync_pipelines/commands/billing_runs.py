@@ -81,6 +81,10 @@ class BillingRun:
     period: str
     extract_run_id: str | None = None
     extract_error: str | None = None
+    #: The month's one posting run (every selected client) and its follow-up run.
+    posting_run_id: str | None = None
+    follow_up_run_id: str | None = None
+    follow_up_error: str | None = None
     clients: list[ClientMonth] = field(default_factory=list)
     # Set when a stop signal ended the run early: the signal's name, and the clients not started.
     stopped_by: str | None = None
@@ -90,7 +94,7 @@ class BillingRun:
     def exit_code(self) -> int:
         if self.stopped_by is not None:
             return stopping.exit_status()
-        if self.extract_error or any(not c.success for c in self.clients):
+        if self.extract_error or self.follow_up_error or any(not c.success for c in self.clients):
             return EXIT_FAILED
         for c in self.clients:
             outcomes = c.outcomes
@@ -136,14 +140,18 @@ def bill_month(
     instance: dg.DagsterInstance | None = None,
     definitions: dg.Definitions | None = None,
 ) -> BillingRun:
-    """Extract the month, then price (and unless ``dry_run``, post) each client's month.
+    """Extract and price the month, then (unless ``dry_run``) post every client's month in one
+    run and follow up (CRM write-back, reconciliation report) in another: the month-end's three
+    runs (`defs/jobs.py`), in process.
 
-    One client's failure (a failed run, or an unexpected error reading its results) is recorded
-    on that client and the next client is billed. A stop request (:mod:`sync_pipelines.stopping`)
-    is honoured between clients (and, inside a run, between invoices): the clients not started
-    are listed in ``not_started``.
+    With ``client``, the month is still extracted and priced again (so a rules fix is used), but
+    only that client's month is posted. One client's problem (inconsistent drafts, a QuickBooks
+    company that stayed unavailable) is recorded on that client; the others are posted. A stop
+    request (:mod:`sync_pipelines.stopping`) is honoured between runs and, inside posting,
+    between invoices (those not attempted come back as ``stopped``).
     """
-    from sync_pipelines.defs.partitions import client_month_key
+    from sync_pipelines.defs.jobs import ONLY_CLIENT_TAG
+    from sync_pipelines.defs.partitions import client_month_key, month_posting_tags
 
     if definitions is None:
         from sync_pipelines.definitions import defs as load_defs
@@ -159,7 +167,8 @@ def bill_month(
     for run_id in mark_dead_cli_runs_failed(instance):
         print(f"note: run {run_id} was left STARTED by a killed process; marked failed", file=sys.stderr)
     extract = definitions.resolve_job_def("month_extract").execute_in_process(
-        partition_key=period, instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET,
+        partition_key=period, instance=instance, raise_on_error=False, run_config=_QUIET,
+        tags={**tags, **({ONLY_CLIENT_TAG: client} if client else {})},
     )
     run.extract_run_id = extract.run_id
     if not extract.success:
@@ -172,56 +181,79 @@ def bill_month(
         if client not in client_keys:
             raise SystemExit(f"error: client {client!r} is not in the billing rules ({', '.join(client_keys)})")
         client_keys = [client]
+    document = read_stored(store, "invoice_drafts", period)
+    invoices_by_client: dict[str, list[dict[str, Any]]] = {}
+    for inv in document["invoices"]:
+        invoices_by_client.setdefault(inv["client_key"], []).append(inv)
+    output = config.output_dir() / period
+    for key in client_keys:
+        run.clients.append(ClientMonth(client_key=key, period=period, run_id=extract.run_id, success=True,
+                                       drafts={**document, "invoices": invoices_by_client.get(key, [])},
+                                       preview_path=output / key / "invoice_preview.csv"))
+    if dry_run:
+        if out_dir is not None:
+            write_dry_run(run, out_dir, definitions=definitions, instance=instance)
+        return run
+    if stopping.requested() or not client_keys:
+        run.stopped_by = stopping.signal_name() if stopping.requested() else None
+        run.not_started = client_keys if run.stopped_by else []
+        return run
 
-    job = definitions.resolve_job_def("client_month_preview" if dry_run else "client_month_billing")
-    for index, key in enumerate(client_keys):
-        if stopping.requested():
-            run.stopped_by = stopping.signal_name()
-            run.not_started = client_keys[index:]
-            break
-        cm = ClientMonth(client_key=key, period=period)
-        run.clients.append(cm)
-        try:
-            _bill_client(cm, job, client_month_key(key, period), instance=instance, store=store, tags=tags,
-                         dry_run=dry_run)
-        except Exception as exc:  # noqa: BLE001 - one client's failure never stops the month
-            cm.success = False
-            cm.error = redact.short_error(f"{type(exc).__name__}: {exc}") or type(exc).__name__
-    if run.stopped_by is None and stopping.requested():
+    if client is not None:
+        selection: dict[str, Any] = {"partition_key": client_month_key(client, period)}
+    else:
+        # One run over the range of every registered client (the `clients` partitions' order);
+        # registered clients no longer in the rules are recorded as "no invoice".
+        selection = {"tags": {**tags, **month_posting_tags(period, list(instance.get_dynamic_partitions("clients")))}}
+    posting = definitions.resolve_job_def("month_posting").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=_QUIET, **({"tags": tags} | selection),
+    )
+    run.posting_run_id = posting.run_id
+    _record_posting(run, posting)
+    if stopping.requested():
         run.stopped_by = stopping.signal_name()
-
-    if dry_run and out_dir is not None:
-        write_dry_run(run, out_dir, definitions=definitions, instance=instance)
+        return run
+    if posting.success or posting.asset_materializations_for_node("qbo_invoices"):
+        follow_up = definitions.resolve_job_def("month_follow_up").execute_in_process(
+            partition_key=period, instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET,
+        )
+        run.follow_up_run_id = follow_up.run_id
+        if not follow_up.success:
+            run.follow_up_error = _first_error(follow_up)
+        for cm in run.clients:
+            if cm.outcomes is not None:
+                cm.report_path = output / cm.client_key / "reconciliation_report.csv"
     return run
 
 
-def _bill_client(cm: ClientMonth, job: Any, partition: dg.MultiPartitionKey, *, instance: dg.DagsterInstance,
-                 store: Path, tags: dict[str, str], dry_run: bool) -> None:
-    result = job.execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False, tags=tags, run_config=_QUIET,
-    )
-    cm.run_id, cm.success = result.run_id, result.success
-    if not result.success:
-        cm.error = _first_error(result)
-    try:
-        cm.drafts = read_stored(store, "invoice_drafts", partition)
-    except Exception:  # noqa: BLE001 - the run failed before drafting; the error says why
-        cm.drafts = None
-    if not dry_run and result.success:
-        cm.outcomes = _own_outcomes(result)
-        cm.report_path = config.output_dir() / cm.period / cm.client_key / "reconciliation_report.csv"
-    cm.preview_path = config.output_dir() / cm.period / cm.client_key / "invoice_preview.csv"
-
-
-def _own_outcomes(result: dg.ExecuteInProcessResult) -> pd.DataFrame | None:
-    """What *this* run did to each invoice, from its own materialization (not the shared store:
-    two `bill` processes of one month overwrite each other's stored output)."""
+def _record_posting(run: BillingRun, posting: dg.ExecuteInProcessResult) -> None:
+    """Each client's own outcomes and status from the posting run's materialisations (not the
+    shared store: two `bill` processes of one month overwrite each other's stored output)."""
+    from sync_pipelines.defs.partitions import client_and_month
+    from sync_pipelines.posting.client_months import BLOCKED, NOT_POSTED
     from sync_pipelines.posting.invoices import OUTCOME_COLUMNS
 
-    for mat in result.asset_materializations_for_node("qbo_invoices"):
-        rows = mat.metadata["outcomes"].value if "outcomes" in mat.metadata else []
-        return pd.DataFrame(list(rows), columns=OUTCOME_COLUMNS)
-    return None
+    by_client = {}
+    for mat in posting.asset_materializations_for_node("qbo_invoices"):
+        by_client[client_and_month(mat.partition)[0]] = mat.metadata
+    run_error = None if posting.success else _first_error(posting)
+    for cm in run.clients:
+        cm.run_id = posting.run_id
+        metadata = by_client.get(cm.client_key)
+        if metadata is None:
+            cm.success, cm.error = False, run_error or "not posted"
+            continue
+        rows = metadata["outcomes"].value if "outcomes" in metadata else []
+        cm.outcomes = pd.DataFrame(list(rows), columns=OUTCOME_COLUMNS)
+        status = metadata["status"].value if "status" in metadata else None
+        if status == BLOCKED:
+            cm.success = False
+            cm.error = "drafts are inconsistent, nothing posted: " + str(metadata["problems"].value if "problems" in metadata else "")
+        elif status == NOT_POSTED:
+            failed = cm.outcomes[cm.outcomes["outcome"] == "failed"]
+            cm.success = False
+            cm.error = redact.short_error("; ".join(f"{r['invoice_key']}: {r['reasons']}" for r in failed.to_dict("records")),
+                                          limit=2000) or "not posted"
 
 
 def run_in_foreground(work, *, out: TextIO = sys.stderr):
@@ -330,6 +362,9 @@ def print_run(run: BillingRun, *, out: TextIO = sys.stdout, dry_run: bool = Fals
                 reasons.append(o["reasons"])
             for reason in dict.fromkeys(reasons):
                 w(f"     ! {reason}\n")
+    if run.follow_up_error:
+        w(f"\nFollow-up (CRM write-back, reconciliation report) failed (run {run.follow_up_run_id}):\n"
+          f"  {run.follow_up_error}\n")
     if run.stopped_by:
         w(_stop_summary(run))
     w("\n")
@@ -360,6 +395,8 @@ def run_summary_json(run: BillingRun) -> str:
     return money.dumps({
         "period": run.period,
         "exit_code": run.exit_code,
+        "runs": {"extract": run.extract_run_id, "posting": run.posting_run_id, "follow_up": run.follow_up_run_id},
+        "follow_up_error": run.follow_up_error,
         "stopped_by": run.stopped_by,
         "clients_not_started": run.not_started,
         "clients": [

@@ -50,10 +50,20 @@ def hubspot_from_env(env: Mapping[str, str] | None = None, *, audit: AuditSink |
 def quickbooks_from_env(token_store: TokenStore, env: Mapping[str, str] | None = None, *,
                         audit: AuditSink | None = None, oauth_kwargs: Mapping[str, Any] | None = None,
                         **kwargs: Any) -> QuickBooksClient:
-    """QuickBooksClient + QboOAuth. ``QBO_REFRESH_TOKEN`` only seeds an empty ``token_store``."""
+    """QuickBooksClient + QboOAuth. ``QBO_REFRESH_TOKEN`` only seeds an empty ``token_store``.
+    With the ledger as `audit` (and no limiter, sleep or clock of the caller's) the client's calls
+    go through the company's call budget in that ledger, shared with every other process."""
     env = os.environ if env is None else env
     realm = _get(env, "QBO_REALM_ID")
     oauth = QboOAuth(_get(env, "QBO_TOKEN_URL"), _get(env, "QBO_CLIENT_ID"), _get(env, "QBO_CLIENT_SECRET"),
                      token_store, realm, env.get("QBO_REFRESH_TOKEN") or None, audit=audit,
                      **dict(oauth_kwargs or {}))
+    from sync_pipelines.ledger import Ledger
+
+    if isinstance(audit, Ledger) and not {"limiter", "batch_limiter", "sleep", "clock"} & set(kwargs):
+        # A CLI command posting beside the month-end shares the company's budget with it.
+        from sync_pipelines.ledger.call_budget import shared_call_budget
+
+        budget = shared_call_budget(audit, realm)
+        kwargs = {**kwargs, "limiter": budget.calls, "batch_limiter": budget.batches}
     return QuickBooksClient(_get(env, "QBO_BASE_URL"), realm, oauth, audit=audit, **kwargs)

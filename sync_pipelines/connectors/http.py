@@ -407,6 +407,12 @@ def quickbooks_limiter(realm_id: str, **kwargs: Any) -> RateLimiter:
     return _limiter(f"quickbooks:{realm_id}", [(500, 60.0), (10, 1.0)], 10, **kwargs)
 
 
+def quickbooks_batch_limiter(realm_id: str, **kwargs: Any) -> RateLimiter:
+    """Per realm, shared in the process: ≤40 batch calls a minute (Intuit's batch throttle, on top of
+    the 500/min every call counts against)."""
+    return _limiter(f"quickbooks-batch:{realm_id}", [(40, 60.0)], **kwargs)
+
+
 def harvest_limiter(account_id: str = "", **kwargs: Any) -> RateLimiter:
     """100 requests per 15 s (per token/account), shared in the process."""
     return _limiter(f"harvest:{account_id}", [(100, 15.0)], **kwargs)
@@ -658,10 +664,12 @@ class ApiTransport:
             started = self._clock()
             try:
                 with ExitStack() as stack:
-                    if self.limiter is not None:
-                        stack.enter_context(self.limiter.acquire())
+                    # The narrower budgets first (batch calls, search), so that waiting for one
+                    # never holds an in-flight slot of the general limiter.
                     for extra in extra_limiters:
                         stack.enter_context(extra.acquire())
+                    if self.limiter is not None:
+                        stack.enter_context(self.limiter.acquire())
                     started = self._clock()
                     response = self.client.request(
                         method, url, params=params, headers=req_headers, content=content, data=data
@@ -708,6 +716,15 @@ class ApiTransport:
                 raise error
             waited += wait
             self.total_slept += wait
+            if isinstance(error, ApiRateLimited):
+                # A budget shared with other processes (ledger-backed) pauses them all, not only us.
+                told: list[Any] = []
+                for budget in (self.limiter, *extra_limiters):
+                    throttled = getattr(budget, "throttled", None)
+                    owner = getattr(budget, "budget", budget)  # two gates of one budget: told once
+                    if throttled is not None and not any(owner is o for o in told):
+                        told.append(owner)
+                        throttled(wait)
             log.info("%s %s %s: %s; retrying in %.2fs (attempt %d/%d)", self.system, method, path,
                      type(error).__name__, wait, attempt + 1, policy.max_attempts)
             self._sleep(wait)

@@ -371,6 +371,16 @@ class HubSpotClient(ApiClient):
         _parse_unique(Deal, results, "deal", set(), page)
         return page, _next_after(data)
 
+    def count_deals(self) -> int | None:
+        """How many (unarchived) deals the portal holds: one search call with no filter and
+        ``limit=1``, its ``total``; None if HubSpot did not say."""
+        path = f"{self._objects('deals')}/search"
+        response = self._http.request("POST", path, headers=self._headers(), extra_limiters=[self._search_limiter],
+                                      json_body={"filterGroups": [], "properties": ["hs_object_id"], "limit": 1})
+        data = loads_response(response)
+        total = data.get("total") if isinstance(data, dict) else None
+        return total if type(total) is int and total >= 0 else None
+
     def batch_read_deals(self, deal_ids: Iterable[str], properties: list[str]) -> FetchResult[Deal]:
         """The current state of the given deals: ``POST /crm/v3/objects/deals/batch/read``, 100
         ids a call. Deals that do not exist (or were deleted) are simply absent from the result

@@ -34,6 +34,7 @@ from .http import (
     ApiNotFound,
     ApiRateLimited,
     ApiTransport,
+    ApiUnavailable,
     ApiValidationError,
     AuditSink,
     Clock,
@@ -47,6 +48,7 @@ from .http import (
     TokenStore,
     loads_response,
     parse_records,
+    quickbooks_batch_limiter,
     quickbooks_limiter,
 )
 from .quickbooks_models import ENTITY_MODELS, Class, Customer, Item, TaxCode, TaxRate, Term
@@ -55,6 +57,11 @@ SYSTEM = "quickbooks"
 OAUTH_SYSTEM = "quickbooks-oauth"
 MINORVERSION = 75
 MAX_RESULTS = 1000
+#: Intuit's batch rules: ≤ 30 items a call; with a batch ``requestid`` (≤ 36 characters, not the
+#: 50 of a single call) every ``bId`` is ≤ 10 characters.
+BATCH_MAX_ITEMS = 30
+BATCH_ID_MAX = 10
+BATCH_REQUEST_ID_MAX = 36
 QBO_RATE_LIMIT_WAIT = 60.0  # Intuit: wait 60 s after a 429: the ceiling of the schedule
 QBO_RATE_LIMIT_FIRST_WAIT = 5.0  # most 429s are a burst over 10/s or 500/min, gone in seconds
 
@@ -384,6 +391,7 @@ class QuickBooksClient(ApiClient):
         timeout: httpx.Timeout | float | None = None,
         audit: AuditSink | None = None,
         limiter: RateLimiter | None = None,
+        batch_limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
         sleep: Sleep | None = None,
         clock: Clock | None = None,
@@ -417,6 +425,8 @@ class QuickBooksClient(ApiClient):
             clock=clock,
             transport=transport,
         )
+        self._batch_limiter = batch_limiter if batch_limiter is not None else quickbooks_batch_limiter(
+            self.realm_id, **kw)
         oauth.attach(self._http)
 
     def __repr__(self) -> str:
@@ -437,6 +447,7 @@ class QuickBooksClient(ApiClient):
         content: str | None = None,
         content_type: str | None = None,
         request_id: str | None = None,
+        extra_limiters: Sequence[RateLimiter] = (),
     ) -> tuple[Any, httpx.Response]:
         """One API call with the bearer token; a 401 refreshes the token once and retries once."""
         query: dict[str, Any] = dict(params or {})
@@ -453,7 +464,7 @@ class QuickBooksClient(ApiClient):
             try:
                 response = self._http.request(
                     method, url, params=query, headers=headers, json_body=json_body,
-                    content=content, request_id=request_id,
+                    content=content, request_id=request_id, extra_limiters=extra_limiters,
                 )
             except ApiAuthError as exc:
                 if exc.status == 401 and not retried_auth:
@@ -576,6 +587,50 @@ class QuickBooksClient(ApiClient):
                 return found
             raise
 
+    def find_customers(self, display_names: Sequence[str], *, chunk: int = 50) -> dict[str, dict[str, Any]]:
+        """The customers (active or not) among `display_names`, by exact DisplayName; one
+        ``DisplayName IN (...)`` query per `chunk` names (a first month looks up ~1,000)."""
+        names = sorted(set(display_names))
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(names), chunk):
+            part = names[i : i + chunk]
+            where = "DisplayName IN (" + ", ".join(quote(n) for n in part) + ") AND Active IN (true,false)"
+            for row in self.query_all("Customer", where):
+                name = row.get("DisplayName")
+                if name in part and name not in out:
+                    out[name] = row
+        return out
+
+    # -- batch
+    def batch(self, items: Sequence[dict[str, Any]], request_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """``POST .../batch``: up to 30 independent items; each item's response by its ``bId``.
+
+        HTTP 200 comes back even when items fail: an item is ``{"bId", "<Entity>": {...}}``,
+        ``{"bId", "QueryResponse": {...}}`` or ``{"bId", "Fault": {"type", "Error": [...]}}``
+        (see :func:`batch_item_error`). A ``request_id`` replayed returns the first response,
+        items and faults alike. Each item dict also gets the response's ``intuit_tid``. Counts
+        against both the realm's 500 calls a minute and its 40 batch calls a minute.
+        """
+        if not 1 <= len(items) <= BATCH_MAX_ITEMS:
+            raise ValueError(f"a batch holds 1..{BATCH_MAX_ITEMS} items, not {len(items)}")
+        bids = [str(item.get("bId") or "") for item in items]
+        if len(set(bids)) != len(bids) or any(not b or len(b) > BATCH_ID_MAX for b in bids):
+            raise ValueError(f"every bId must be unique and 1..{BATCH_ID_MAX} characters")
+        if request_id is not None and not 1 <= len(request_id) <= BATCH_REQUEST_ID_MAX:
+            raise ValueError(f"a batch requestid is 1..{BATCH_REQUEST_ID_MAX} characters")
+        data, response = self._request("POST", "/batch", json_body={"BatchItemRequest": list(items)},
+                                       request_id=request_id, extra_limiters=[self._batch_limiter])
+        answers = data.get("BatchItemResponse") if isinstance(data, dict) else None
+        if not isinstance(answers, list):
+            raise ApiValidationError(SYSTEM, "POST", self._prefix + "/batch", 200,
+                                     api_message="response has no BatchItemResponse")
+        tid = response.headers.get("intuit_tid")
+        out: dict[str, dict[str, Any]] = {}
+        for answer in answers:
+            if isinstance(answer, dict) and answer.get("bId") in bids:
+                out[str(answer["bId"])] = {**answer, "intuit_tid": tid}
+        return out
+
     # -- invoices
     def create_invoice(self, payload: dict[str, Any], request_id: str) -> dict[str, Any]:
         """``POST .../invoice?requestid=...&minorversion=75``; the created Invoice dict.
@@ -678,6 +733,34 @@ class QuickBooksClient(ApiClient):
                     if isinstance(value, list):
                         out.setdefault(key, []).extend(v for v in value if isinstance(v, dict))
         return out
+
+
+def batch_item_error(answer: dict[str, Any], realm_id: str) -> ApiError | None:
+    """The error a batch item answered with (None when it succeeded), as the same
+    :class:`ApiError` a single call would have raised: a ``ValidationFault`` is an
+    :class:`ApiValidationError` (never retried), a throttle (3001) :class:`ApiRateLimited`, and
+    any other fault (SystemFault, ...) :class:`ApiUnavailable`."""
+    fault = answer.get("Fault")
+    if not isinstance(fault, dict):
+        return None
+    errors = [{"code": None if e.get("code") is None else str(e.get("code")), "message": e.get("Message"),
+               "detail": e.get("Detail"), "element": e.get("element"), "type": fault.get("type")}
+              for e in fault.get("Error") or [] if isinstance(e, dict)]
+    first = errors[0] if errors else {}
+    code = first.get("code")
+    fault_type = str(fault.get("type") or "")
+    if code == "3001" or "ThrottleExceeded" in str(first.get("message") or ""):
+        kind: type[ApiError] = ApiRateLimited
+    elif fault_type.lower() == "validationfault" or (code or "").isdigit() and 2000 <= int(code or 0) < 10000:
+        kind = ApiValidationError
+    elif code == "610":
+        kind = ApiNotFound
+    else:
+        kind = ApiUnavailable
+    return kind(SYSTEM, "POST", f"/v3/company/{realm_id}/batch#{answer.get('bId')}", 200, code=code,
+                api_message=None if first.get("message") is None else str(first["message"])[:500],
+                detail=None if first.get("detail") is None else str(first["detail"])[:500],
+                trace_id=answer.get("intuit_tid"), errors=errors)
 
 
 def _entity(data: Any, name: str, path: str) -> dict[str, Any]:

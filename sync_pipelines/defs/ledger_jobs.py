@@ -3,15 +3,14 @@
 `reissue_invoice` is the UI's `sync-pipelines ledger reissue KEY`: launch it from the Launchpad
 with the key as run config. It checks in QuickBooks that the invoice is voided (or deleted),
 records the void in the ledger (its time becomes billable again), and on success the sensor below
-starts `client_month_billing` for the client's month, which drafts and posts the next generation
-(a new key, requestid and DocNumber) from that month's extract. To pick up time edited since the
-extract, run `month_extract` for the month first.
+starts `month_extract` for the client's month (extracted and priced again, so time edited since
+is picked up), tagged so that only this client is then posted: the next generation (a new key,
+requestid and DocNumber).
 """
 
 import dagster as dg
 
-from sync_pipelines.defs.jobs import client_month_billing
-from sync_pipelines.defs.partitions import client_month_key
+from sync_pipelines.defs.jobs import ONLY_CLIENT_TAG, month_extract
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource
 
 
@@ -56,7 +55,7 @@ def _partition_of(run: dg.DagsterRun) -> tuple[str, str] | None:
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[reissue_invoice],
-    request_job=client_month_billing,
+    request_job=month_extract,
     name="bill_month_after_reissue",
     description="When a re-issue has recorded a void, bill that client's month (the next generation is posted).",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -68,6 +67,8 @@ def bill_month_after_reissue(context: dg.RunStatusSensorContext):
     client, month = found
     return dg.RunRequest(
         run_key=f"reissue|{context.dagster_run.run_id}",
-        partition_key=client_month_key(client, month),
-        tags={"sync/trigger": "reissue", "sync/reissue_run": context.dagster_run.run_id},
+        # The month is priced again (the voided invoice's next generation), then only this
+        # client is posted (`post_month_after_extract` reads the tag).
+        partition_key=month,
+        tags={"sync/trigger": "reissue", "sync/reissue_run": context.dagster_run.run_id, ONLY_CLIENT_TAG: client},
     )

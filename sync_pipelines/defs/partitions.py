@@ -1,7 +1,11 @@
 """The billing board: months, and months × clients.
 
-Extracts are partitioned by month; billing and posting by month × client, so that the partition
-grid in the UI is the firm's billing board and one client's month can be re-run alone.
+Extracts, pricing and the follow-up (CRM write-back, reconciliation report) are partitioned by
+month and run for every client at once; posting (`qbo_invoices`) is month × client, so that the
+partition grid in the UI is the firm's billing board and one client's month can be posted alone.
+A month-end posts all of the month's clients in ONE run (`BackfillPolicy.single_run()`): Dagster
+records every partition materialised (≈ 25 ms each on the SQLite instance), so this is the only
+per-client asset (docs/architecture.md "Month-end runs").
 Partition keys are ``2026-10`` (the billing period as the rules and the ledger write it) and,
 for month × client, ``acme|2026-10`` (Dagster sorts dimension names: client, month).
 """
@@ -9,6 +13,7 @@ for month × client, ``acme|2026-10`` (Dagster sorts dimension names: client, mo
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -50,6 +55,34 @@ client_months = dg.MultiPartitionsDefinition({"month": monthly, "client": client
 
 def client_month_key(client_key: str, month: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"client": client_key, "month": month})
+
+
+def client_and_month(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+    """(client, month) of a month × client key, given as a MultiPartitionKey or as ``acme|2026-10``."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return dims["client"], dims["month"]
+    client, month = str(key).rsplit("|", 1)
+    return client, month
+
+
+# A client-month reads its month's monthly assets (the drafts of every client), and a monthly
+# follow-up reads every client-month of its month. The class is "beta" in Dagster 1.13 (it warns
+# on every load of the code location); the exact shapes we use are tested
+# (sync_pipelines_tests/test_month_runs.py, test_io_manager_partitions.py), so the warning is muted here only.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    MONTH_OF_CLIENT_MONTH = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="month")
+
+
+def month_posting_tags(month: str, client_keys: list[str]) -> dict[str, str]:
+    """Run tags selecting ``client_keys`` (in the `clients` partitions' order) × ``month`` as one
+    single-run range: the first and the last client bound the range, every client between them is
+    in it, so ``client_keys`` must be the whole registered list (or one client)."""
+    return {
+        "dagster/asset_partition_range_start": str(client_month_key(client_keys[0], month)),
+        "dagster/asset_partition_range_end": str(client_month_key(client_keys[-1], month)),
+    }
 
 
 

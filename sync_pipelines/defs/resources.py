@@ -20,6 +20,7 @@ from sync_pipelines.connectors.harvest import HarvestClient
 from sync_pipelines.connectors.hubspot import HubSpotClient
 from sync_pipelines.connectors.http import ApiAuthError
 from sync_pipelines.connectors.quickbooks import QboOAuth, QboReconnectRequired, QuickBooksClient
+from sync_pipelines.ledger.call_budget import shared_call_budget
 from sync_pipelines.ledger import Ledger
 
 _ledgers: dict[str, Ledger] = {}
@@ -150,7 +151,10 @@ class QuickBooksResource(dg.ConfigurableResource):
             self.token_url, self.client_id, self.client_secret, ledger.tokens, self.realm_id,
             seed_refresh_token=self.refresh_token, timeout=self.timeout_seconds, audit=ledger,
         )
-        client = QuickBooksClient(self.base_url, self.realm_id, oauth, timeout=self.timeout_seconds, audit=ledger)
+        # The company's throttle is shared with every other process posting to it (ledger-backed).
+        budget = shared_call_budget(ledger, self.realm_id)
+        client = QuickBooksClient(self.base_url, self.realm_id, oauth, timeout=self.timeout_seconds, audit=ledger,
+                                  limiter=budget.calls, batch_limiter=budget.batches)
         try:
             with _credentials_refused_fail_at_once(client):
                 yield client

@@ -6,16 +6,14 @@ The Dagster assets in ``defs/`` stay thin: they build the clients (see
 
 from __future__ import annotations
 
-import calendar
-import re
-from datetime import date
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from sync_pipelines import money
 from sync_pipelines.billing.company import QboCompany, company_from_qbo
-from sync_pipelines.connectors.http import Rejected
+from sync_pipelines.connectors.http import FetchResult, Rejected
+from sync_pipelines.connectors.hubspot_models import Deal
 from sync_pipelines.connectors.hubspot_stages import entered_properties
 
 from .frames import (
@@ -24,8 +22,9 @@ from .frames import (
     deals_frame,
     line_items_frame,
     rejected_frame,
-    time_entries_frame,
 )
+from .harvest_month import read_time_entries
+from .periods import month_bounds
 
 if TYPE_CHECKING:  # pragma: no cover
     from sync_pipelines.connectors.harvest import HarvestClient
@@ -33,19 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from sync_pipelines.connectors.quickbooks import QuickBooksClient
 
 
-def month_bounds(period: str) -> tuple[date, date]:
-    """``"2026-10"`` -> ``(date(2026, 10, 1), date(2026, 10, 31))``."""
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
-        raise ValueError(f"period must be YYYY-MM, got {period!r}")
-    year, month = int(period[:4]), int(period[5:])
-    return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
-
-
 def harvest_time_entries(client: HarvestClient, period: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All time entries spent in ``period`` (every client) and the quarantined ones."""
+    """All time entries spent in ``period`` (every client) and the quarantined ones, read in full
+    page by page (the month-end asset refreshes incrementally: ``harvest_month.extract_month``)."""
     first, last = month_bounds(period)
-    result = client.list_time_entries(first, last)
-    return time_entries_frame(result.records), rejected_frame(result.rejected)
+    return read_time_entries(client.time_entry_pages(first, last))
 
 
 def hubspot_deals(
@@ -58,8 +49,16 @@ def hubspot_deals(
     stays in the frame unlinked, and is also listed among the rejected records with the reason,
     so its billing overrides are visibly not applied instead of silently ignored.
     """
-    wanted = list(properties or DEAL_PROPERTIES) + (entered_properties(stage) if stage else [])
-    result = client.list_deals(wanted)
+    return deals_frames(client, client.list_deals(deal_properties(properties, stage)), stage)
+
+
+def deal_properties(properties: list[str] | None = None, stage: str | None = None) -> list[str]:
+    """The deal properties :func:`hubspot_deals` reads."""
+    return list(properties or DEAL_PROPERTIES) + (entered_properties(stage) if stage else [])
+
+
+def deals_frames(client: HubSpotClient, result: FetchResult[Deal], stage: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read deals (with their companies attached) as the deals frame and its rejected records."""
     company_ids = client.deal_company_ids([d.id for d in result.records])
     unlinkable = [
         Rejected("hubspot", "deal", d.id,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from contextlib import contextmanager, nullcontext
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -112,6 +114,7 @@ class LedgerBase:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.engine = create_ledger_engine(url, lock_timeout=lock_timeout)
+        self._thread = threading.local()  # the connection of one_transaction, per thread
         self.claim_seconds = claim_seconds
         self.lock_timeout = lock_timeout
         self._clock = clock or (lambda: datetime.now(timezone.utc))
@@ -145,10 +148,43 @@ class LedgerBase:
         return insert(table)
 
     def _write(self, lock_name: str = _INVOICE_LOCK) -> Any:
+        outer = getattr(self._thread, "conn", None)
+        if outer is not None:
+            return self._joined(outer, lock_name)
         return write_transaction(self.engine, lock_name, lock_timeout=self.lock_timeout)
 
     def _read(self) -> Any:
+        outer = getattr(self._thread, "conn", None)
+        if outer is not None:
+            return nullcontext(outer)
         return read_transaction(self.engine)
+
+    @contextmanager
+    def _joined(self, conn: Any, lock_name: str) -> Iterator[Any]:
+        # Inside one_transaction: the outer transaction already holds the invoice lock (SQLite:
+        # the database's write lock); PostgreSQL takes the named lock too, held to the commit.
+        if lock_name not in self._thread.locks and self.engine.dialect.name == "postgresql":
+            from sync_pipelines.ledger._db import PG_LOCK_NAMESPACE
+
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:name))"),
+                         {"ns": PG_LOCK_NAMESPACE, "name": lock_name})
+        self._thread.locks.add(lock_name)
+        yield conn
+
+    @contextmanager
+    def one_transaction(self) -> Iterator[None]:
+        """Every ledger write this thread makes inside the block commits together at its end (one
+        commit for a batch's 30 rows instead of 30). Make no API call inside it: the audit row of
+        a call is written on its own connection and would wait for this one's lock."""
+        if getattr(self._thread, "conn", None) is not None:
+            yield
+            return
+        with write_transaction(self.engine, _INVOICE_LOCK, lock_timeout=self.lock_timeout) as conn:
+            self._thread.conn, self._thread.locks = conn, {_INVOICE_LOCK}
+            try:
+                yield
+            finally:
+                self._thread.conn = None
 
     # -- schema ------------------------------------------------------------------------------
 

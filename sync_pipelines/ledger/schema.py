@@ -202,3 +202,25 @@ webhook_inbox = sa.Table(
     sa.UniqueConstraint("source", "event_id", name="uq_sync_webhook_inbox_event"),
 )
 sa.Index("ix_sync_webhook_inbox_unprocessed", webhook_inbox.c.processed_at)
+
+# revision 0007: QuickBooks' per-company call budget, shared by every process using this ledger
+# (sync_pipelines.ledger.call_budget). Times are epoch milliseconds of the database's clock.
+qbo_call_slots = sa.Table(
+    "sync_qbo_call_slots",
+    metadata,
+    sa.Column("id", _id_type(), primary_key=True, autoincrement=True),
+    sa.Column("realm_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # "call" (500/min, 10 in flight) or "batch" (40/min)
+    sa.Column("started_ms", sa.BigInteger, nullable=False),
+    sa.Column("lease_until_ms", sa.BigInteger, nullable=False),  # in flight until finished or this
+    sa.Column("finished_ms", sa.BigInteger),
+)
+sa.Index("ix_sync_qbo_call_slots_realm_started", qbo_call_slots.c.realm_id, qbo_call_slots.c.kind,
+         qbo_call_slots.c.started_ms)
+
+qbo_call_pauses = sa.Table(
+    "sync_qbo_call_pauses",
+    metadata,
+    sa.Column("realm_id", sa.String(64), primary_key=True),
+    sa.Column("paused_until_ms", sa.BigInteger, nullable=False),  # after a 429: nobody calls before
+)

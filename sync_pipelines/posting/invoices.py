@@ -12,24 +12,29 @@ The order of operations is the product's promise (DESIGN §6):
 A key already posted with the same payload is skipped; with a different payload it is reported
 as drift and never re-posted. A key left pending by a crash is first looked up in QuickBooks by
 its DocNumber fingerprint, because the earlier attempt may have landed. Steps 2-4 are
-:mod:`sync_pipelines.posting.protocol`; this module adds the customer and the held drafts.
+:mod:`sync_pipelines.posting.protocol`; this module adds the customers, the held drafts and the
+QuickBooks batches (:mod:`sync_pipelines.posting.batches`: 30 invoices a call, every item's ledger
+row written before its batch is sent, every item's answer recorded on its own).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from sync_pipelines import money, stopping
 from sync_pipelines.connectors.http import ApiError, ApiValidationError
-from sync_pipelines.connectors.quickbooks import QboReconnectRequired, QuickBooksClient
+from sync_pipelines.connectors.quickbooks import BATCH_MAX_ITEMS, QboReconnectRequired, QuickBooksClient
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.posting.drafts import PostingDraft
 from sync_pipelines.posting.drift import Drift, compare
-from sync_pipelines.posting.protocol import PostOutcome, post_invoice
+from sync_pipelines.posting.batches import TRANSIENT_ROUNDS, batch_item_id, resolve_customers, send_invoice_batch
+from sync_pipelines.posting.protocol import NeedsLookup, PostOutcome, ReadyToSend, post_invoice, prepare_invoice
 
 log = logging.getLogger(__name__)
 
@@ -96,53 +101,207 @@ def post_drafts(
     home_currency: str,
     claimant: str | None = None,
     claimant_alive: Callable[[str], bool] | None = None,
+    batch_size: int = BATCH_MAX_ITEMS,
+    concurrency: int = 3,
 ) -> list[PostingOutcome]:
     """Post every ready draft, record every held one; never stops half-way through a batch.
+    Outcomes come back in the drafts' order.
 
-    The per-invoice protocol (ledger row first, requestid, DocNumber lookup on resume, TotalAmt
-    check) is :func:`sync_pipelines.posting.protocol.post_invoice`. Transient failures leave the
-    key pending or failed in the ledger and come back as ``failed`` outcomes; the caller decides
-    whether to fail the run (the Dagster asset does, so that a retry finishes the job).
+    Customers are looked up together and the missing ones created in batches; invoices go in
+    QuickBooks batches of `batch_size` (≤ 30) items, each item's ledger row committed before its
+    batch is sent and each item's answer recorded on its own (:mod:`sync_pipelines.posting.batches`).
+    Up to `concurrency` batches are in the air at once (each in its own thread, each with its own
+    keys). ``batch_size=1`` (or a client without ``batch``) posts one create call per invoice,
+    one after another, through :func:`sync_pipelines.posting.protocol.post_invoice`, the same
+    protocol.
+
+    Transient failures leave the key pending or failed in the ledger and come back as ``failed``
+    outcomes; the caller decides whether to fail the run (the Dagster asset does, so that a retry
+    finishes the job).
 
     ``QboReconnectRequired`` (QuickBooks refused the refresh token) is raised, not recorded per
     invoice: every further call would fail the same way until an operator reconnects the app.
 
-    A stop request (:mod:`sync_pipelines.stopping`) is honoured between invoices only: the drafts
+    A stop request (:mod:`sync_pipelines.stopping`) is honoured between batches only: the drafts
     not yet started come back as ``stopped``. `claimant` / `claimant_alive` go to
-    :func:`post_invoice` (a dead run's claim is taken over at once).
+    :func:`prepare_invoice` (a dead run's claim is taken over at once).
     """
-    outcomes = []
-    for draft in drafts:
-        if stopping.requested():
-            outcomes.append(_outcome(draft, STOPPED, reasons=[f"not attempted: the run was stopped ({stopping.signal_name()})"]))
-            continue
+    drafts = list(drafts)
+    outcomes: dict[int, PostingOutcome] = {}
+    ready: list[int] = []
+    for i, draft in enumerate(drafts):
         if draft.status != "ready":
-            outcomes.append(_hold(draft, ledger, list(draft.hold_reasons)))
+            outcomes[i] = _hold(draft, ledger, list(draft.hold_reasons))
+        else:
+            ready.append(i)
+    if not 1 <= batch_size <= BATCH_MAX_ITEMS:
+        raise ValueError(f"batch_size must be 1..{BATCH_MAX_ITEMS}")
+    batching = batch_size > 1 and hasattr(qbo, "batch")
+
+    refs: dict[int, dict[str, str]] = {}
+    if ready and not stopping.requested():
+        for i, ref in _customer_refs([(i, drafts[i]) for i in ready], qbo, ledger, home_currency, batching,
+                                     outcomes).items():
+            refs[i] = ref
+
+    todo = [i for i in ready if i in refs]
+    rounds = 0
+    while todo:
+        retry: list[int] = []
+        source = iter(todo)
+        take = threading.Lock()
+
+        def next_draft() -> int | None:
+            with take:
+                return next(source, None)
+
+        def stop(i: int) -> None:
+            outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
+                f"not attempted: the run was stopped ({stopping.signal_name()})"])
+
+        def one_by_one() -> None:
+            while (i := next_draft()) is not None:
+                if stopping.requested():
+                    stop(i)
+                    continue
+                result = post_invoice(ledger, qbo, drafts[i].key, **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                outcomes[i] = _finish(drafts[i], result, refs[i], ledger)
+
+        def batcher() -> None:
+            # Drafts are taken from the shared list a batch at a time; their ledger rows are
+            # written in one transaction (one commit for 30 rows), committed before the batch is
+            # sent. Keys settled without a call (already posted, drift, busy, recovered by the
+            # lookup) leave room that the next drafts fill, so every batch carries `batch_size`.
+            while True:
+                to_send: list[tuple[int, ReadyToSend]] = []
+                while len(to_send) < batch_size:
+                    chunk = [i for _ in range(batch_size - len(to_send)) if (i := next_draft()) is not None]
+                    if not chunk:
+                        break
+                    settled: list[tuple[int, PostOutcome]] = []
+                    lookups: list[int] = []
+                    with ledger.one_transaction():
+                        for i in chunk:
+                            if stopping.requested():
+                                stop(i)
+                                continue
+                            prepared = prepare_invoice(ledger, qbo, drafts[i].key, lookup=False,
+                                                       **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                            if isinstance(prepared, NeedsLookup):
+                                lookups.append(i)
+                            elif isinstance(prepared, PostOutcome):
+                                settled.append((i, prepared))
+                            else:
+                                to_send.append((i, prepared))
+                    for i in lookups:  # pending from an earlier attempt: fingerprint lookup first
+                        prepared = prepare_invoice(ledger, qbo, drafts[i].key,
+                                                   **_fields(drafts[i], refs[i], claimant, claimant_alive))
+                        if isinstance(prepared, PostOutcome):
+                            settled.append((i, prepared))
+                        elif isinstance(prepared, ReadyToSend):
+                            to_send.append((i, prepared))
+                    for i, result in settled:
+                        outcomes[i] = _finish(drafts[i], result, refs[i], ledger)
+                if not to_send:
+                    return
+                for part in _distinct_bids(to_send):
+                    sent = send_invoice_batch(ledger, qbo, [r for _, r in part])
+                    for (i, _), item in zip(part, sent):
+                        outcomes[i] = _finish(drafts[i], item.outcome, refs[i], ledger)
+                        if item.transient and rounds < TRANSIENT_ROUNDS:
+                            retry.append(i)
+
+        if not batching:
+            one_by_one()
+        else:
+            # A few batches at once: while one waits for QuickBooks (150-400 ms a call, seconds
+            # for 30 invoices) the next one's ledger rows are written. The company's call budget
+            # (10 in flight, 40 batches a minute) is enforced below, in the client's limiters.
+            workers = max(1, min(concurrency, -(-len(todo) // batch_size)))
+            if workers == 1:
+                batcher()
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qbo-batch") as pool:
+                    for future in [pool.submit(batcher) for _ in range(workers)]:
+                        future.result()
+        todo, rounds = sorted(retry), rounds + 1
+        if todo:
+            log.info("re-sending %d invoice(s) whose batch items failed transiently (round %d)", len(todo), rounds)
+    for i in ready:
+        if i not in outcomes:  # stopped before the customers were resolved
+            outcomes[i] = _outcome(drafts[i], STOPPED, reasons=[
+                f"not attempted: the run was stopped ({stopping.signal_name()})"])
+    return [outcomes[i] for i in range(len(drafts))]
+
+
+def _distinct_bids(items: list[tuple[int, ReadyToSend]]) -> list[list[tuple[int, ReadyToSend]]]:
+    """`items` as batches without two keys of one bId (a 1-in-10^12 chance; never in one batch)."""
+    parts: list[list[tuple[int, ReadyToSend]]] = []
+    for item in items:
+        bid = batch_item_id(item[1].key)
+        for part in parts:
+            if all(batch_item_id(r.key) != bid for _, r in part):
+                part.append(item)
+                break
+        else:
+            parts.append([item])
+    return parts
+
+
+def _fields(draft: PostingDraft, customer_ref: dict[str, str], claimant: str | None,
+            claimant_alive: Callable[[str], bool] | None) -> dict[str, Any]:
+    return dict(
+        **draft.ledger_fields(), payload={**draft.payload, "CustomerRef": customer_ref},
+        project_totals=draft.project_totals, carry_forward_hours=draft.carry_forward_hours,
+        claimant=claimant, claimant_alive=claimant_alive,
+    )
+
+
+def _finish(draft: PostingDraft, result: PostOutcome, customer_ref: dict[str, str], ledger: Ledger) -> PostingOutcome:
+    outcome = _from_protocol(draft, result)
+    if outcome.outcome == "drift":
+        outcome = _with_drift(outcome, draft, ledger, {**draft.payload, "CustomerRef": customer_ref})
+    return outcome
+
+
+def _customer_refs(
+    ready: list[tuple[int, PostingDraft]], qbo: QuickBooksClient, ledger: Ledger, home_currency: str,
+    batching: bool, outcomes: dict[int, PostingOutcome],
+) -> dict[int, dict[str, str]]:
+    """Each ready draft's CustomerRef; a draft whose customer cannot be had is held (refused
+    name, currency mismatch) or failed (outage) into `outcomes`."""
+    # CurrencyRef is accepted only with multicurrency on, and only at create; a home-currency
+    # customer is created without it.
+    wanted: dict[str, str | None] = {}
+    for _, draft in ready:
+        wanted.setdefault(draft.customer_name, draft.currency if draft.currency != home_currency else None)
+    customers: dict[str, dict[str, Any] | ApiError] = {}
+    if batching:
+        customers = resolve_customers(qbo, wanted)
+    refs: dict[int, dict[str, str]] = {}
+    for i, draft in ready:
+        customer = customers.get(draft.customer_name)
+        if customer is None:
+            try:
+                customer = qbo.find_or_create_customer(draft.customer_name, wanted[draft.customer_name])
+            except QboReconnectRequired:
+                raise
+            except ApiError as exc:
+                customer = exc
+            customers[draft.customer_name] = customer
+        if isinstance(customer, ApiValidationError):
+            outcomes[i] = _hold(draft, ledger, [f"QuickBooks refused the customer: {customer}"])
             continue
-        try:
-            customer_ref = _customer_ref(draft, qbo, home_currency)
-        except QboReconnectRequired:
-            raise
-        except _CurrencyMismatch as exc:
-            outcomes.append(_hold(draft, ledger, [str(exc)]))
+        if isinstance(customer, ApiError):
+            outcomes[i] = _outcome(draft, FAILED, reasons=[str(customer)])
             continue
-        except ApiValidationError as exc:
-            outcomes.append(_hold(draft, ledger, [f"QuickBooks refused the customer: {exc}"]))
+        existing = (customer.get("CurrencyRef") or {}).get("value")
+        if existing and existing != draft.currency:
+            outcomes[i] = _hold(draft, ledger, [
+                f"QuickBooks customer {draft.customer_name!r} is in {existing}, the invoice is in {draft.currency}"])
             continue
-        except ApiError as exc:
-            outcomes.append(_outcome(draft, FAILED, reasons=[str(exc)]))
-            continue
-        result = post_invoice(
-            ledger, qbo, draft.key, **draft.ledger_fields(),
-            payload={**draft.payload, "CustomerRef": customer_ref},
-            project_totals=draft.project_totals, carry_forward_hours=draft.carry_forward_hours,
-            claimant=claimant, claimant_alive=claimant_alive,
-        )
-        outcome = _from_protocol(draft, result)
-        if outcome.outcome == "drift":
-            outcome = _with_drift(outcome, draft, ledger, {**draft.payload, "CustomerRef": customer_ref})
-        outcomes.append(outcome)
-    return outcomes
+        refs[i] = {"value": str(customer["Id"]), "name": customer.get("DisplayName", draft.customer_name)}
+    return refs
 
 
 def _with_drift(outcome: PostingOutcome, draft: PostingDraft, ledger: Ledger, payload: dict[str, Any]) -> PostingOutcome:
@@ -204,20 +363,3 @@ def _hold(draft: PostingDraft, ledger: Ledger, reasons: list[str]) -> PostingOut
     ledger.record_held(draft.key, reasons=reasons, payload=draft.payload, **draft.ledger_fields())
     log.warning("held invoice %s: %s", draft.key, "; ".join(reasons))
     return _outcome(draft, HELD, reasons=reasons)
-
-
-class _CurrencyMismatch(Exception):
-    pass
-
-
-def _customer_ref(draft: PostingDraft, qbo: QuickBooksClient, home_currency: str) -> dict[str, str]:
-    # CurrencyRef is accepted only with multicurrency on, and only at create; a home-currency
-    # customer is created without it.
-    currency = draft.currency if draft.currency != home_currency else None
-    customer = qbo.find_or_create_customer(draft.customer_name, currency)
-    existing = (customer.get("CurrencyRef") or {}).get("value")
-    if existing and existing != draft.currency:
-        raise _CurrencyMismatch(
-            f"QuickBooks customer {draft.customer_name!r} is in {existing}, the invoice is in {draft.currency}"
-        )
-    return {"value": str(customer["Id"]), "name": customer.get("DisplayName", draft.customer_name)}

@@ -130,11 +130,32 @@ def _message(exc: BaseException) -> str:
     return redact.short_error(f"{type(exc).__name__}: {exc}") or type(exc).__name__
 
 
-def post_invoice(
+@dataclass(frozen=True)
+class ReadyToSend:
+    """A key whose ledger row is pending and claimed by us, payload and hash recorded: the
+    QuickBooks create may be sent now (alone or as a batch item) with ``request_id``."""
+
+    key: str
+    begin: BeginResult
+    body: dict[str, Any]
+    request_id: str
+    doc_number: str
+
+
+@dataclass(frozen=True)
+class NeedsLookup:
+    """``prepare_invoice(..., lookup=False)`` found the key pending from an earlier attempt: call
+    it again with ``lookup=True`` (outside any ``one_transaction``: the lookup is an API call)."""
+
+    key: str
+
+
+def prepare_invoice(
     ledger: Ledger,
     qbo: QboInvoiceApi,
     key: str,
     *,
+    lookup: bool = True,
     realm_id: str,
     client_key: str,
     period: str,
@@ -148,18 +169,13 @@ def post_invoice(
     entries: Iterable[tuple[int, int]] = (),
     project_totals: Mapping[int, Decimal] | None = None,
     carry_forward_hours: Decimal | None = None,
-    is_rejection: Callable[[Exception], bool] | None = None,
     claimant: str | None = None,
     claimant_alive: Callable[[str], bool] | None = None,
-) -> PostOutcome:
-    """Post one invoice draft exactly once (see the module docs). API errors become
-    ``failed``/``held`` outcomes, except ``QboReconnectRequired`` (recorded as failed, then
-    raised: nothing can be posted until the app is reconnected). Raises ``LedgerConflict`` if
-    QuickBooks turns out to hold two invoices for the key, and ledger/database errors as they are.
-
-    `claimant` / `claimant_alive`: see :meth:`Ledger.begin_posting` (a dead run's claim is taken
-    over at once, through the DocNumber lookup)."""
-    rejected = is_rejection or _default_is_rejection
+) -> ReadyToSend | PostOutcome | NeedsLookup:
+    """Steps 1-2 of the protocol: the ledger row (exact payload + hash, pending, claimed) is
+    committed, and a pending key left by an earlier attempt is first looked up by its fingerprint.
+    Returns what to send, or the outcome when nothing is to be sent (already posted, recovered,
+    drift, held, busy, voided, or ``failed`` when the lookup itself failed)."""
     fields: dict[str, Any] = dict(
         realm_id=realm_id, client_key=client_key, period=period, group_key=group_key, generation=generation,
         payload=payload, expected_total=expected_total, currency=currency, request_id=request_id,
@@ -168,6 +184,8 @@ def post_invoice(
     )
     r = ledger.begin_posting(key, **fields)
 
+    if r.action == "resume_pending" and not lookup:
+        return NeedsLookup(key)
     if r.action == "resume_pending":
         try:
             found = find_posted(qbo, payload, r.doc_number or doc_number)
@@ -199,18 +217,34 @@ def post_invoice(
             message=f"another run is posting this invoice; retry in {r.retry_after_seconds or 0:.0f}s",
         )
     assert r.action == "post", r.action
-
     body = money.loads(r.payload_json or money.dumps(payload))
-    try:
-        created = qbo.create_invoice(body, r.request_id or request_id)
-    except Exception as exc:  # noqa: BLE001 - every API failure is recorded, none is lost
+    return ReadyToSend(key, r, body, r.request_id or request_id, r.doc_number or doc_number)
+
+
+def finish_invoice(
+    ledger: Ledger,
+    qbo: QboInvoiceApi,
+    ready: ReadyToSend,
+    *,
+    created: Mapping[str, Any] | None = None,
+    error: Exception | None = None,
+    is_rejection: Callable[[Exception], bool] | None = None,
+) -> PostOutcome:
+    """Step 3's aftermath for one key: QuickBooks answered with the `created` invoice, or with
+    `error` (the call's or the batch item's). Recorded as posted (TotalAmt compared), recovered
+    (6140: the DocNumber exists, looked up), held (rejected) or failed (anything else: the next
+    run resumes through the lookup). ``QboReconnectRequired`` is recorded as failed, then raised."""
+    key, r, body = ready.key, ready.begin, ready.body
+    rejected = is_rejection or _default_is_rejection
+    if created is None:
+        exc = error if error is not None else RuntimeError("QuickBooks gave no answer for this invoice")
         if _disconnected(exc):
             ledger.record_failed(key, _message(exc))
-            raise
+            raise exc
         if rejected(exc):
             if str(getattr(exc, "code", "")) == "6140":  # duplicate DocNumber: our invoice exists
                 try:
-                    found = qbo.find_invoice_by_doc_number(r.doc_number or doc_number)
+                    found = qbo.find_invoice_by_doc_number(ready.doc_number)
                 except Exception as exc2:  # noqa: BLE001
                     ledger.record_failed(key, _message(exc2))
                     _stop_if_disconnected(exc2)
@@ -231,6 +265,32 @@ def post_invoice(
                    f"QuickBooks TotalAmt {posted.qbo_total_amt} less its tax {posted.qbo_total_tax} differs from "
                    f"our pre-tax total {posted.expected_total}")
     return PostOutcome(key, "posted", r, posted, posted_qbo_id(created), posted.total_matches, message)
+
+
+def post_invoice(
+    ledger: Ledger,
+    qbo: QboInvoiceApi,
+    key: str,
+    *,
+    is_rejection: Callable[[Exception], bool] | None = None,
+    **fields: Any,
+) -> PostOutcome:
+    """Post one invoice draft exactly once (see the module docs): :func:`prepare_invoice`, one
+    create call, :func:`finish_invoice`. `fields` are :func:`prepare_invoice`'s keywords. API errors
+    become ``failed``/``held`` outcomes, except ``QboReconnectRequired`` (recorded as failed, then
+    raised: nothing can be posted until the app is reconnected). Raises ``LedgerConflict`` if
+    QuickBooks turns out to hold two invoices for the key, and ledger/database errors as they are.
+
+    `claimant` / `claimant_alive`: see :meth:`Ledger.begin_posting` (a dead run's claim is taken
+    over at once, through the DocNumber lookup)."""
+    ready = prepare_invoice(ledger, qbo, key, **fields)
+    if isinstance(ready, PostOutcome):
+        return ready
+    try:
+        created = qbo.create_invoice(ready.body, ready.request_id)
+    except Exception as exc:  # noqa: BLE001 - every API failure is recorded, none is lost
+        return finish_invoice(ledger, qbo, ready, error=exc, is_rejection=is_rejection)
+    return finish_invoice(ledger, qbo, ready, created=created)
 
 
 def posted_qbo_id(invoice: Mapping[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import threading
 import uuid
@@ -21,7 +22,7 @@ from sync_pipelines import money
 from . import harvest_api, hubspot_api, qbo_api
 from .fixture import FixtureError, validate_fixture
 from .http import Req, Resp, iso_z, new_uuid, qbo_time
-from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, retry_after_s
+from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, parse_latency, retry_after_s
 from .state import SandboxState
 from .webhooks import WebhookSender
 from .limits import CallStats  # noqa: I001 - its own line: the import above is edited by other branches
@@ -57,6 +58,7 @@ class Sandbox:
         state_file: str | Path | None = None,
         rate_limits: RateLimits | dict | str | None = "real",
         rotate_refresh_tokens: str | int = "always",
+        qbo_latency: str | tuple[int, int] | None = None,
     ):
         self.state_file = Path(state_file) if state_file else None
         initial = validate_fixture(fixture)
@@ -71,6 +73,10 @@ class Sandbox:
             self.st = SandboxState(initial, validated=True)
         self.rate_limits = RateLimits.coerce(rate_limits)
         self.rotate = rotate_refresh_tokens
+        # Added to every QuickBooks API call, drawn uniformly from (low, high) ms: what a real
+        # company answers in (150-400 ms is typical), so throughput is measured with real waits.
+        self.qbo_latency = parse_latency(qbo_latency)
+        self._latency_rng = random.Random(0)
         self.windows = SlidingWindow()
         self.in_flight: dict[str, int] = {}
         self.in_flight_lock = threading.Lock()
@@ -167,9 +173,11 @@ class Sandbox:
                        f"The access token is not authorised for realm {realm}", "3100", "")], "AUTHENTICATION")
         rid = req.q("requestid")
         if rid is not None:
-            if len(rid) > 50 or not rid:
+            # Intuit: a requestid is at most 50 characters, and at most 36 on a batch call.
+            most = 36 if req.path.rstrip("/").endswith("/batch") else 50
+            if len(rid) > most or not rid:
                 return qbo_api.fault_resp(400, [("String length is either shorter or longer than supported by specification",
-                                                 "requestid: at most 50 characters", "2050", "requestid")])
+                                                 f"requestid: at most {most} characters", "2050", "requestid")])
             key = f"{realm}|{rid}"
             hit = self.st.replays.get(key)
             if hit is not None:
@@ -221,6 +229,9 @@ class Sandbox:
                 if not ok:
                     return self.qbo_throttled(), headers
             ok, _, _ = self.windows.take(f"qbo:{realm}", rl.qbo_per_minute, 60.0)
+            if not ok:
+                return self.qbo_throttled(), headers
+            ok, _, _ = self.windows.take(f"qbo-second:{realm}", rl.qbo_per_second, 1.0)
             if not ok:
                 return self.qbo_throttled(), headers
         return None, headers
@@ -430,6 +441,9 @@ async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, s
             sb.in_flight[realm_key] = n + 1
             sb.stats.in_flight(realm_key, n + 1)
     try:
+        if realm_key is not None and sb.qbo_latency is not None:
+            low, high = sb.qbo_latency
+            await asyncio.sleep(sb._latency_rng.uniform(low, high) / 1000)
         if fc.latency_ms:
             await asyncio.sleep(fc.latency_ms / 1000)
         if kind in ("429", "500", "503"):
@@ -439,7 +453,9 @@ async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, s
             return sb.fault_response(api, kind)
         if kind == "short_page":
             req.short_page = fc.rng.random()
-        resp = sb.handle(api, req)
+        # In a worker thread: the event loop keeps accepting (and counting in flight, and
+        # throttling) other requests while this one is served; the state lock orders the writes.
+        resp = await asyncio.get_running_loop().run_in_executor(None, sb.handle, api, req)
         if kind == "lost_response" and (resp.mutated or req.method != "GET"):
             lost = sb.fault_response(api, kind)
             lost.mutated = resp.mutated  # the change happened; only the answer is lost

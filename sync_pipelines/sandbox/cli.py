@@ -20,6 +20,7 @@ def serve_main(
     state_file: str | Path | None = None,
     *,
     rate_limits: str | None = "real",
+    qbo_latency: str | None = None,
     out=None,
 ) -> int:
     """Serve the sandbox until Ctrl-C (blocking). Returns the exit status.
@@ -32,6 +33,7 @@ def serve_main(
             the fixture) and rewritten atomically after every mutating request, so a second run
             sees the same QuickBooks invoices and the rotated QBO refresh token.
         rate_limits: "real" (default) or "off".
+        qbo_latency: latency added to each QuickBooks call, e.g. "150-400ms" (default: none).
         out: stream for the `export NAME=value` lines (default stdout).
 
     Prints one `export NAME=value` line per DESIGN §8 variable (shell-quoted), then a comment
@@ -41,7 +43,8 @@ def serve_main(
     out = out or sys.stdout
     try:
         fixture = load_fixture_file(fixture_path) if fixture_path else {}
-        server = SandboxServer(fixture, host=host, port=port, state_file=state_file, rate_limits=rate_limits)
+        server = SandboxServer(fixture, host=host, port=port, state_file=state_file, rate_limits=rate_limits,
+                               qbo_latency=qbo_latency)
     except FixtureError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -326,6 +326,25 @@ def update_time_entry(st: SandboxState, req: Req, id: str) -> Resp:
     return Resp(200, new, mutated=True)
 
 
+def delete_time_entry(st: SandboxState, req: Req, id: str) -> Resp:
+    """`DELETE /v2/time_entries/{id}`: Harvest answers 200 and the entry is simply gone; lists
+    carry no tombstone, so `updated_since` cannot show the deletion (a reader must count).
+    Harvest's reference: "only possible if it's not closed ... However, Admins can delete closed
+    entries"; the sandbox, which has no roles, refuses a closed or locked entry (as it refuses to
+    edit a locked one)."""
+    idx = _find_entry(st, int(id))
+    if idx is None:
+        return Resp(404, {"status": 404, "error": "Not Found"})
+    old = st.harvest["time_entries"][idx]
+    if old.get("is_locked") or old.get("is_closed"):
+        return _err422(f"This time entry is locked and cannot be deleted: {old.get('locked_reason') or LOCKED_DEFAULT_REASON}")
+    del st.harvest["time_entries"][idx]
+    del st.entry_ordinals[idx]
+    st.harvest_cache.clear()
+    st.touch("harvest")
+    return Resp(200, {}, mutated=True)
+
+
 def _bump(previous: Any) -> str:
     """Now, as Harvest writes `updated_at`; strictly later than `previous` (even a future one)."""
     now = iso_s()
@@ -340,6 +359,7 @@ ROUTES: list[tuple[str, str, Callable[..., Resp]]] = [
     ("GET", r"/v2/time_entries", list_time_entries),
     ("GET", r"/v2/time_entries/(?P<id>\d+)", get_one("time_entries")),
     ("PATCH", r"/v2/time_entries/(?P<id>\d+)", update_time_entry),
+    ("DELETE", r"/v2/time_entries/(?P<id>\d+)", delete_time_entry),
     ("GET", r"/v2/clients", _list_simple("clients")),
     ("GET", r"/v2/clients/(?P<id>\d+)", get_one("clients")),
     ("GET", r"/v2/projects", _list_simple("projects", ("client_id",))),

@@ -132,7 +132,7 @@ def list_objects(otype: str) -> Callable[[SandboxState, Req], Resp]:
         if (req.q("archived") or "false").lower() == "true":
             return Resp(200, {"results": []})
         after = req.q("after")
-        recs = list(st.hubspot[otype].values())  # ordered by numeric id
+        recs = [r for r in st.hubspot[otype].values() if not r.get("archived")]  # ordered by numeric id
         if after:
             if not re.fullmatch(r"\d+", after):
                 return error(400, "VALIDATION_ERROR", f"Invalid input: after={after!r} is not a valid paging cursor")
@@ -159,7 +159,7 @@ def list_objects(otype: str) -> Callable[[SandboxState, Req], Resp]:
 def get_object(otype: str) -> Callable[..., Resp]:
     def handler(st: SandboxState, req: Req, id: str) -> Resp:
         rec = st.hubspot[otype].get(id)
-        if rec is None:
+        if rec is None or rec.get("archived"):
             return error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.", context={"id": [id]})
         assoc = [x.strip() for v in req.q_all("associations") for x in v.split(",") if x.strip()]
         return Resp(200, render(otype, rec, _props_param(req), assoc, st))
@@ -369,6 +369,18 @@ def update_deal(st: SandboxState, req: Req, id: str) -> Resp:
     return Resp(200, render("deals", rec, names, None, st), mutated=True)
 
 
+def archive_deal(st: SandboxState, req: Req, id: str) -> Resp:
+    """`DELETE /crm/v3/objects/deals/{id}` archives the deal (HubSpot answers 204): from then on
+    lists, search and reads by id leave it out, and nothing marks it in what they return."""
+    rec = st.hubspot["deals"].get(id)
+    if rec is None or rec.get("archived"):
+        return error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.", context={"id": [id]})
+    now = iso_z()
+    rec["archived"], rec["archivedAt"] = True, now
+    st.touch("hubspot")
+    return Resp(204, b"", mutated=True)
+
+
 def define_deal_property(st: SandboxState, req: Req) -> Resp:
     try:
         body = json.loads(req.body or b"{}")
@@ -461,7 +473,7 @@ def batch_read(otype: str) -> Callable[[SandboxState, Req], Resp]:
         results, missing = [], []
         for i in ids or []:
             rec = st.hubspot[otype].get(i)
-            if rec is None:
+            if rec is None or rec.get("archived"):
                 missing.append(i)
             else:
                 results.append(render(otype, rec, props, None, st))
@@ -509,6 +521,7 @@ for _t in OBJECT_TYPES:
     ]
 ROUTES += [
     ("PATCH", r"/crm/v3/objects/deals/(?P<id>\d+)", update_deal),
+    ("DELETE", r"/crm/v3/objects/deals/(?P<id>\d+)", archive_deal),
     ("POST", r"/crm/v3/objects/deals/batch/update", batch_update_deals),
     ("POST", r"/crm/v3/properties/deals", define_deal_property),
     ("POST", r"/crm/v4/associations/(?P<from_type>[a-z_]+)/(?P<to_type>[a-z_]+)/batch/read", associations_v4_batch),

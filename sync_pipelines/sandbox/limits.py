@@ -21,6 +21,9 @@ class RateLimits:
 
     qbo_per_minute: int | None = 500  # per realm
     qbo_in_flight: int | None = 10  # concurrent requests per realm
+    # Off by default: Intuit documents 10 *concurrent* requests (enforced above); a 10/s rate is
+    # only the contracts' cautious reading. Turn it on to test a client against both.
+    qbo_per_second: int | None = None
     qbo_batch_per_minute: int | None = 40  # batch requests per realm (+app)
     harvest_per_15s: int | None = 100
     hubspot_per_10s: int | None = 100
@@ -72,6 +75,37 @@ class SlidingWindow:
     def clear(self) -> None:
         with self.lock:
             self.hits.clear()
+
+
+def parse_latency(value: "str | tuple[int, int] | None") -> "tuple[int, int] | None":
+    """``"150-400ms"`` (or ``"200ms"``, ``"0.15-0.4s"``, ``(150, 400)``) as (low, high) milliseconds;
+    None, ``""``, ``"0"`` or ``"off"`` as None (no added latency)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        low, high = int(value[0]), int(value[1])
+    else:
+        text = value.strip().lower().replace(" ", "")
+        if text in ("", "0", "off", "none"):
+            return None
+        scale = 1
+        if text.endswith("ms"):
+            text = text[:-2]
+        elif text.endswith("s"):
+            text, scale = text[:-1], 1000
+        parts = text.split("-")
+        if len(parts) not in (1, 2):
+            raise ValueError(f"latency {value!r}: expected LOW-HIGH with ms or s, e.g. 150-400ms")
+        try:
+            # Decimal, not float: "0.15s" is exactly 150 ms.
+            from decimal import Decimal
+            nums = [int(Decimal(x) * scale) for x in parts]
+        except Exception:
+            raise ValueError(f"latency {value!r}: expected LOW-HIGH with ms or s, e.g. 150-400ms") from None
+        low, high = nums[0], nums[-1]
+    if low < 0 or high < low:
+        raise ValueError(f"latency {value!r}: need 0 <= LOW <= HIGH")
+    return (low, high) if high > 0 else None
 
 
 def retry_after_s(wait: float) -> str:

@@ -34,6 +34,8 @@ class SandboxServer:
             or None / "off" to disable limiting.
         rotate_refresh_tokens: "always" (default: every QBO refresh returns a new refresh token and
             invalidates the old one), "never", or N (rotate on every N-th refresh).
+        qbo_latency: added to every QuickBooks API call, e.g. "150-400ms" (uniform in the range);
+            None (default) adds none. `set_qbo_latency` changes it while serving.
     """
 
     def __init__(
@@ -45,9 +47,10 @@ class SandboxServer:
         rate_limits: RateLimits | dict | str | None = "real",
         rotate_refresh_tokens: str | int = "always",
         log_level: str = "warning",
+        qbo_latency: str | tuple[int, int] | None = None,
     ):
         self.sandbox = Sandbox(fixture or {}, state_file=state_file, rate_limits=rate_limits,
-                               rotate_refresh_tokens=rotate_refresh_tokens)
+                               rotate_refresh_tokens=rotate_refresh_tokens, qbo_latency=qbo_latency)
         self.log_level = log_level
         self._uvicorn = UvicornOnSocket(self._config, host, port, "sandbox")
 
@@ -140,6 +143,12 @@ class SandboxServer:
     def faults_injected(self) -> dict[str, int]:
         """How many faults were injected since start, per ``api:kind`` (e.g. ``quickbooks:429``)."""
         return {f"{api}:{kind}": n for (api, kind), n in sorted(self.sandbox.faults_injected.items())}
+
+    def set_qbo_latency(self, latency: str | tuple[int, int] | None) -> None:
+        """Latency added to every QuickBooks API call from now on ("150-400ms"; None: none)."""
+        from .limits import parse_latency
+
+        self.sandbox.qbo_latency = parse_latency(latency)
 
     def set_rate_limits(self, limits: RateLimits | dict | str | None) -> None:
         self.sandbox.rate_limits = RateLimits.coerce(limits)

@@ -74,3 +74,66 @@ def migrate_worker(url: str, start_at: float) -> str | None:
         return ledger.current_revision()
     finally:
         ledger.dispose()
+
+
+class _WouldWait(Exception):
+    pass
+
+
+def _refuse_to_wait(seconds: float) -> None:
+    raise _WouldWait(seconds)
+
+
+def take_budget_slots(url: str, realm: str, kind: str, n: int, limits: dict[str, Any], start_at: float) -> int:
+    """Take up to `n` slots of QuickBooks' shared call budget without ever waiting; how many."""
+    from sync_pipelines.ledger import Ledger
+    from sync_pipelines.ledger.call_budget import CallBudget
+
+    ledger = Ledger(url)
+    try:
+        budget = CallBudget(ledger, realm, sleep=_refuse_to_wait, **limits)
+        ledger.current_revision()
+        _wait(start_at)
+        taken = 0
+        for _ in range(n):
+            try:
+                with budget.acquire(kind):
+                    taken += 1
+            except _WouldWait:
+                break
+        return taken
+    finally:
+        ledger.dispose()
+
+
+def hold_budget_slots(url: str, realm: str, n: int, hold_s: float, limits: dict[str, Any], start_at: float) -> list[int]:
+    """Make `n` calls through the shared budget, each holding its slot `hold_s`; the number of
+    calls in flight (all processes) seen from inside each."""
+    from sync_pipelines.ledger import Ledger
+    from sync_pipelines.ledger.call_budget import CallBudget
+
+    ledger = Ledger(url)
+    try:
+        budget = CallBudget(ledger, realm, **limits)
+        ledger.current_revision()
+        _wait(start_at)
+        seen = []
+        for _ in range(n):
+            with budget.calls.acquire():
+                seen.append(budget.in_flight_now())
+                time.sleep(hold_s)
+        return seen
+    finally:
+        ledger.dispose()
+
+
+def pause_budget(url: str, realm: str, seconds: float, start_at: float) -> None:
+    from sync_pipelines.ledger import Ledger
+    from sync_pipelines.ledger.call_budget import CallBudget
+
+    ledger = Ledger(url)
+    try:
+        _wait(start_at)
+        CallBudget(ledger, realm).throttled(seconds)
+    finally:
+        ledger.dispose()

@@ -17,6 +17,8 @@ def _snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
     out = {}
     with engine.connect() as conn:
         for table in metadata.sorted_tables:
+            if not sa.inspect(conn).has_table(table.name):  # added by a later revision (0007)
+                continue
             cols = [c.name for c in table.columns if c.name in {x["name"] for x in sa.inspect(conn).get_columns(table.name)}]
             out[table.name] = sorted(
                 tuple(map(str, r)) for r in conn.execute(sa.text(f"SELECT {', '.join(cols)} FROM {table.name}"))
@@ -39,7 +41,7 @@ def test_migrate_twice_is_a_noop(ledger_url: str) -> None:
         assert ledger.current_revision() is None
         ledger.migrate()
         head = ledger.head_revision()
-        assert ledger.current_revision() == head == "0006_companies"
+        assert ledger.current_revision() == head == "0007_call_budget"
         d = draft()
         key = d.pop("key")
         ledger.begin_posting(key, **d)
@@ -104,7 +106,7 @@ def test_upgrade_from_base_keeps_data(ledger_url: str) -> None:
         assert ledger.current_revision() == "0002_posting_safety"
         _assert_kept(before, _snapshot(ledger.engine))
         ledger.migrate()
-        assert ledger.current_revision() == ledger.head_revision() == "0006_companies"
+        assert ledger.current_revision() == ledger.head_revision() == "0007_call_budget"
         _assert_kept(before, _snapshot(ledger.engine))
         rec = ledger.get_invoice(key)
         assert rec.status == "posted" and rec.qbo_total_amt == Decimal("1500.01")

@@ -11,7 +11,7 @@ from .test_quickbooks import invoice_body
 
 
 def test_real_rate_limits_by_default():
-    assert RateLimits() == RateLimits(qbo_per_minute=500, qbo_in_flight=10, qbo_batch_per_minute=40, harvest_per_15s=100, hubspot_per_10s=100, hubspot_search_per_s=5)
+    assert RateLimits() == RateLimits(qbo_per_minute=500, qbo_in_flight=10, qbo_per_second=None, qbo_batch_per_minute=40, harvest_per_15s=100, hubspot_per_10s=100, hubspot_search_per_s=5)
 
 
 def test_harvest_429_with_retry_after():

@@ -1,5 +1,6 @@
 import hashlib
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -10,14 +11,15 @@ from sync_pipelines import config, money
 from sync_pipelines.billing.company import QboCompany
 from sync_pipelines.billing.engine import price_month
 from sync_pipelines.billing.rules import parse_rules
-from sync_pipelines.defs.partitions import client_months, clients, monthly
+from sync_pipelines.defs.io_manager import BY_PARTITION_INPUT
+from sync_pipelines.defs.partitions import MONTH_OF_CLIENT_MONTH, client_and_month, clients, monthly
 from sync_pipelines.defs.resources import LedgerResource, QuickBooksResource, RulesResource
 from sync_pipelines.posting.draft_checks import draft_problems
 from sync_pipelines.posting.drafts import drafts_document
 from sync_pipelines.posting.history import billing_history
 from sync_pipelines.posting.report import reconciliation_report as build_report
 
-ENTRY_REPORT_COLUMNS = ["entry_id", "spent_date", "user_name", "project_name", "task_name", "hours_centi",
+ENTRY_REPORT_COLUMNS = ["client_key", "entry_id", "spent_date", "user_name", "project_name", "task_name", "hours_centi",
                         "billable", "status", "reason", "invoice_key", "line_no", "notes"]
 
 
@@ -27,14 +29,17 @@ def _client_output_dir(period: str, client_key: str) -> Path:
     return path
 
 
-def _line_item_deals_metadata(result, client_key: str) -> dict:
-    """Deals invoiced (or not) from their line items for this client, when the rules turn it on."""
+#: Rows of a per-client table shown in a monthly asset's metadata (the full table is in the files).
+METADATA_ROWS = 200
+
+
+def _line_item_deals_metadata(result) -> dict:
+    """Deals invoiced (or not) from their line items this month, when the rules turn it on."""
     deals = result.extras.get("line_item_deals")
     if deals is None or not len(deals):
         return {}
-    mine = deals[deals["client_key"] == client_key]
     return {"line_item_deals": dg.MetadataValue.md(
-        mine[["deal_id", "dealname", "status", "reason", "invoice_key"]].to_markdown(index=False) if len(mine) else "_none_"
+        deals[["client_key", "deal_id", "dealname", "status", "reason", "invoice_key"]].head(METADATA_ROWS).to_markdown(index=False)
     )}
 
 
@@ -44,8 +49,9 @@ def billing_rules(context: dg.AssetExecutionContext, rules: RulesResource) -> dg
 
     The whole file is validated first; an invalid file stops the run with every problem listed
     by path (`clients.acme.rates[2].from: ...`), so nothing is billed on half-read rules.
-    Re-running one client's month later reuses this snapshot; re-materialise it to pick up edits.
-    Each client in the file becomes a row of the billing board (the month × client partitions).
+    Every month-end run (and every `bill`) takes a new snapshot, so a re-run after a rules fix
+    prices with the fixed rules; posting one client's month from the UI posts the drafts priced
+    from the snapshot (its metadata says when the file changed since). Each client in the file becomes a row of the billing board (the month × client partitions).
     """
     path = rules.resolved_path()
     text = Path(path).read_text()
@@ -104,19 +110,21 @@ _EXTRACTS = {"harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items",
             group_name="billing",
             kinds={"pandas"},
             description=(
-                "This client's time entries for the month, each marked billed or excluded with the "
+                "Every client's time entries for the month, each marked billed or excluded with the "
                 "reason (not billable in Harvest, timer running, already billed on another invoice, "
-                "...). Every hour of the client's month is in this table exactly once."
+                "...). Every hour of every rules client's month is in this table exactly once "
+                "(hours of clients without rules are in `unassigned_time`)."
             ),
         ),
         "invoice_drafts": dg.AssetOut(
             group_name="billing",
             kinds={"json"},
             description=(
-                "The invoices this client's month will produce, priced by the rules: each line says "
-                "which rate rule applied, raw and billed hours, the rounding and the entries on it. "
-                "Held invoices carry every reason. The preview CSV (metadata) is what finance reviews; "
-                "the payloads are stored exactly as they will be sent to QuickBooks."
+                "The invoices the month will produce, for every client, priced by the rules: each line "
+                "says which rate rule applied, raw and billed hours, the rounding and the entries on it. "
+                "Held invoices carry every reason. The preview CSVs (one per client, in the output "
+                "folder) are what finance reviews; the payloads are stored exactly as they will be "
+                "sent to QuickBooks."
             ),
         ),
     },
@@ -125,27 +133,20 @@ _EXTRACTS = {"harvest_time_entries", "hubspot_deals", "hubspot_deal_line_items",
         "billable_entries": {dg.AssetKey(k) for k in _EXTRACTS},
         "invoice_drafts": {dg.AssetKey("billable_entries"), *(dg.AssetKey(k) for k in _EXTRACTS)},
     },
-    ins={
-        "harvest_time_entries": dg.AssetIn(),
-        "hubspot_deals": dg.AssetIn(),
-        "hubspot_deal_line_items": dg.AssetIn(),
-        "qbo_catalog": dg.AssetIn(),
-        "qbo_company": dg.AssetIn(),
-        "billing_rules": dg.AssetIn(),
-    },
-    partitions_def=client_months,
+    ins={k: dg.AssetIn() for k in sorted(_EXTRACTS)},
+    partitions_def=monthly,
     check_specs=[
         dg.AssetCheckSpec(
             "drafts_are_consistent",
             asset="invoice_drafts",
-            blocking=True,
             description="Every line's Amount is Qty x UnitPrice rounded half-up, lines add up to the total, "
-            "and no entry is on two invoices. Posting does not run when this fails.",
+            "and no entry is on two invoices. A client whose drafts fail it is not posted (the posting "
+            "step checks each client again and marks it failed with the problems); the others are.",
         )
     ],
-    code_version="1",
+    code_version="2",
 )
-def price_client_month(
+def price_month_drafts(
     context: dg.AssetExecutionContext,
     harvest_time_entries: pd.DataFrame,
     hubspot_deals: pd.DataFrame,
@@ -156,17 +157,16 @@ def price_client_month(
     ledger: LedgerResource,
     quickbooks: QuickBooksResource,
 ):
-    keys = context.partition_key.keys_by_dimension
-    client_key, period = keys["client"], keys["month"]
+    period = context.partition_key
+    # Parsed once for the whole month: every client is priced in one pass (DESIGN §11).
     rules = parse_rules(billing_rules["yaml"], billing_rules["source"])
-    if client_key not in rules.clients:
-        raise dg.Failure(description=f"client {client_key!r} is not in the billing rules snapshot for {period}")
+    client_keys = sorted(rules.clients)
     realm_id = quickbooks.realm_id
-    history = billing_history(ledger.open().history(realm_id, [client_key], period))
+    history = billing_history(ledger.open().history(realm_id, client_keys, period))
     # Time dated after today (in the firm's timezone) is excluded: it cannot have been spent yet.
     today = datetime.now(ZoneInfo(rules.firm.timezone)).date()
     result = price_month(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog, history, realm_id,
-                         [client_key], line_items=hubspot_deal_line_items,
+                         client_keys, line_items=hubspot_deal_line_items,
                          company=QboCompany.from_document(qbo_company), today=today)
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
@@ -183,31 +183,42 @@ def price_client_month(
     )
 
     document = drafts_document(result, harvest_time_entries)
-    out = _client_output_dir(period, client_key)
-    preview = out / "invoice_preview.csv"
-    result.lines.to_csv(preview, index=False)
+    # The rules the drafts were priced with: posting one client later says when the file changed.
+    document["rules_sha256"] = billing_rules["sha256"]
+    lines_by_client = dict(tuple(result.lines.groupby("client_key", sort=False))) if len(result.lines) else {}
+    for client_key in client_keys:
+        preview = _client_output_dir(period, client_key) / "invoice_preview.csv"
+        lines_by_client.get(client_key, result.lines.iloc[0:0]).to_csv(preview, index=False)
     summary = pd.DataFrame(
-        [{"invoice": i["doc_number"], "status": i["status"], "total": f"{i['total']} {i['currency']}",
+        [{"client": i["client_key"], "invoice": i["doc_number"], "status": i["status"],
+          "total": f"{i['total']} {i['currency']}",
           "expected_tax": "set by QuickBooks" if i["expected_tax"] is None else str(i["expected_tax"]),
           "hours": str(i["billed_hours"]), "reasons": "; ".join(i["hold_reasons"])} for i in document["invoices"]]
     )
     held = [i for i in document["invoices"] if i["status"] == "held"]
-    for inv in held:
-        context.log.warning(f"HELD {inv['invoice_key']}: {'; '.join(inv['hold_reasons'])}")
+    if held:
+        # One log line for the month (each line is an event the instance stores), every held invoice on it.
+        context.log.warning("\n".join(f"HELD {inv['invoice_key']}: {'; '.join(inv['hold_reasons'])}" for inv in held))
+    totals: dict[str, Decimal] = {}
+    for i in document["invoices"]:
+        if i["status"] == "ready":
+            totals[i["currency"]] = totals.get(i["currency"], Decimal(0)) + Decimal(str(i["total"]))
     yield dg.Output(
         document,
         output_name="invoice_drafts",
         metadata={
+            "clients": dg.MetadataValue.int(len(client_keys)),
+            "clients_with_invoices": dg.MetadataValue.int(len({i["client_key"] for i in document["invoices"]})),
             "invoices": dg.MetadataValue.int(len(document["invoices"])),
             "held_invoices": dg.MetadataValue.int(len(held)),
             "lines": dg.MetadataValue.int(len(result.lines)),
-            "total": dg.MetadataValue.text(
-                ", ".join(f"{i['total']} {i['currency']}" for i in document["invoices"] if i["status"] == "ready") or "0"
-            ),
-            "preview_csv": dg.MetadataValue.path(str(preview)),
+            "total": dg.MetadataValue.text(", ".join(f"{t} {c}" for c, t in sorted(totals.items())) or "0"),
+            "preview_csvs": dg.MetadataValue.path(str(Path(config.output_dir(), period))),
             "quickbooks_company": dg.MetadataValue.text(document.get("company") or ""),
-            **_line_item_deals_metadata(result, client_key),
-            "drafts": dg.MetadataValue.md(summary.to_markdown(index=False) if len(summary) else "_no invoice this month_"),
+            "rules_sha256": dg.MetadataValue.text(billing_rules["sha256"]),
+            **_line_item_deals_metadata(result),
+            "drafts": dg.MetadataValue.md(
+                summary.head(METADATA_ROWS).to_markdown(index=False) if len(summary) else "_no invoice this month_"),
         },
     )
     problems = draft_problems(document)
@@ -216,45 +227,74 @@ def price_client_month(
         asset_key="invoice_drafts",
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "_none_")},
+        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:METADATA_ROWS]) or "_none_")},
     )
 
 
+def _by_client(frame: pd.DataFrame, column: str = "client_key") -> dict[str, pd.DataFrame]:
+    return dict(tuple(frame.groupby(column, sort=False))) if len(frame) else {}
+
+
 @dg.asset(
-    partitions_def=client_months,
+    partitions_def=monthly,
     group_name="posting",
     kinds={"pandas", "csv"},
     ins={
         "billable_entries": dg.AssetIn(),
         "invoice_drafts": dg.AssetIn(),
-        "qbo_invoices": dg.AssetIn(),
+        "qbo_invoices": dg.AssetIn(partition_mapping=MONTH_OF_CLIENT_MONTH, metadata=BY_PARTITION_INPUT),
         "qbo_existing_invoices": dg.AssetIn(),
     },
-    code_version="1",
+    code_version="2",
 )
 def reconciliation_report(
     context: dg.AssetExecutionContext,
     billable_entries: pd.DataFrame,
     invoice_drafts: dict,
-    qbo_invoices: pd.DataFrame,
+    qbo_invoices: dict,
     qbo_existing_invoices: pd.DataFrame,
 ) -> dg.Output[pd.DataFrame]:
-    """What the finance lead reads after a run: everything that was not simply billed, and why.
+    """What the finance lead reads after the month-end: everything that was not simply billed, and why.
 
-    Excluded time entries with their reason, held invoices with every reason, cap write-downs,
-    drift (a posted invoice whose inputs changed), failures, and invoices found in QuickBooks for
-    this customer and month that this run did not create. Also written as a CSV (metadata).
+    Per client: excluded time entries with their reason, held invoices with every reason, cap
+    write-downs, drift (a posted invoice whose inputs changed), failures (a QuickBooks company
+    that stayed unavailable), and invoices found in QuickBooks for the customer and month that
+    the month-end did not create. One CSV per client in the output folder, and this table.
     """
-    keys = context.partition_key.keys_by_dimension
-    report = build_report(billable_entries, invoice_drafts, qbo_invoices, qbo_existing_invoices)
-    path = _client_output_dir(keys["month"], keys["client"]) / "reconciliation_report.csv"
-    report.to_csv(path, index=False)
+    period = context.partition_key
+    entries = _by_client(billable_entries)
+    empty_entries = billable_entries.iloc[0:0]
+    outcomes_by_client = {client_and_month(k)[0]: frame for k, frame in qbo_invoices.items()}
+    posted_clients = sorted(outcomes_by_client)
+    drafts_by_client: dict[str, list[dict]] = {}
+    for inv in invoice_drafts["invoices"]:
+        drafts_by_client.setdefault(inv["client_key"], []).append(inv)
+    # The report compares a client's customers with the month's QuickBooks invoices: hand each
+    # client only its customers' invoices, or the month costs clients x invoices.
+    existing_by_customer = _by_client(qbo_existing_invoices, "customer_name")
+    empty_existing = qbo_existing_invoices.iloc[0:0]
+    frames = []
+    for client_key in posted_clients:
+        outcomes = outcomes_by_client[client_key]
+        drafts = {**invoice_drafts, "invoices": drafts_by_client.get(client_key, [])}
+        customers = sorted({i["customer_name"] for i in drafts["invoices"]})
+        existing = (pd.concat([existing_by_customer[c] for c in customers if c in existing_by_customer])
+                    if any(c in existing_by_customer for c in customers) else empty_existing)
+        report = build_report(entries.get(client_key, empty_entries), drafts, outcomes, existing)
+        report.to_csv(_client_output_dir(period, client_key) / "reconciliation_report.csv", index=False)
+        frames.append(report.assign(client_key=client_key))
+    report = (pd.concat(frames, ignore_index=True) if frames
+              else pd.DataFrame(columns=[*build_report(empty_entries, {"invoices": []}, pd.DataFrame(columns=["outcome"]),
+                                                       qbo_existing_invoices.iloc[0:0]).columns, "client_key"]))
+    report = report[["client_key", *[c for c in report.columns if c != "client_key"]]]
     counts = report["section"].value_counts().to_dict() if len(report) else {}
     return dg.Output(
         report,
         metadata={
-            "report_csv": dg.MetadataValue.path(str(path)),
+            "clients": dg.MetadataValue.int(len(posted_clients)),
+            "report_csvs": dg.MetadataValue.path(str(Path(config.output_dir(), period))),
             **{f"{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())},
-            "report": dg.MetadataValue.md(report.head(50).to_markdown(index=False) if len(report) else "_nothing to report_"),
+            "report": dg.MetadataValue.md(
+                report.head(METADATA_ROWS).to_markdown(index=False) if len(report) else "_nothing to report_"),
         },
     )

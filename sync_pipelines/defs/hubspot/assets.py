@@ -1,18 +1,26 @@
 import dagster as dg
 import pandas as pd
 
+from sync_pipelines.defs.extract_state import stored_deals
 from sync_pipelines.defs.partitions import EXTRACT_ASSET
 from sync_pipelines.defs.quarantine import keep_rejected
 from sync_pipelines.defs.resources import HubSpotResource, RulesResource
 from sync_pipelines.billing.rules import parse_rules
 from sync_pipelines.billing.rules_cache import ready_for_billing_stage
 from sync_pipelines.extract import sources
+from sync_pipelines.extract.hubspot_deals_refresh import extract_deals
 from sync_pipelines.extract.frames import line_items_frame
+
+
+class HubSpotDealsConfig(dg.Config):
+    """Set `full` to read every deal again instead of only those modified since the last read."""
+
+    full: bool = False
 
 
 @dg.asset(kinds={"hubspot", "pandas"}, **EXTRACT_ASSET)
 def hubspot_deals(
-    context: dg.AssetExecutionContext, hubspot: HubSpotResource, rules: RulesResource
+    context: dg.AssetExecutionContext, hubspot: HubSpotResource, rules: RulesResource, config: HubSpotDealsConfig
 ) -> dg.Output[pd.DataFrame]:
     """HubSpot deals as they stood when the month was extracted, with their billing properties.
 
@@ -21,16 +29,28 @@ def hubspot_deals(
     `po_number`. Each deal's primary company is attached so the invoice can be matched to it.
     Deals in the rules' ready-for-billing stage carry when they entered it (`stage_entered_at`):
     that date, not the last edit, decides the month a line-item deal is invoiced in.
+
+    Re-materialising asks HubSpot only for deals modified since the last read (`extraction`
+    says which way it went and why); an archived deal is noticed by the portal's deal count and
+    every deal is then read again, as it is at least weekly or when launched with `full: true`.
     """
+    stage = ready_for_billing_stage(rules.resolved_path())
+    stored = None if config.full else stored_deals(context)
     with hubspot.client() as client:
-        frame, rejected = sources.hubspot_deals(client, stage=ready_for_billing_stage(rules.resolved_path()))
+        extract = extract_deals(client, stored, stage=stage, full=config.full)
+    frame, rejected = extract.frame, extract.rejected
     meta = keep_rejected(context, "hubspot", context.partition_key, rejected)
     linked = int(frame["harvest_project_id"].notna().sum()) if len(frame) else 0
+    context.log.info(f"HubSpot deals: {extract.mode} ({extract.reason}), {extract.deals_read} deal(s) read")
     return dg.Output(
         frame,
         metadata={
             "dagster/row_count": dg.MetadataValue.int(len(frame)),
             "deals_linked_to_harvest_projects": dg.MetadataValue.int(linked),
+            "extraction": dg.MetadataValue.text(f"{extract.mode}: {extract.reason}"),
+            "extracted_at": dg.MetadataValue.text(extract.extracted_at.isoformat()),
+            "last_full_pull_at": dg.MetadataValue.text(extract.last_full_pull_at.isoformat()),
+            "ready_for_billing_stage": dg.MetadataValue.text(stage or ""),
             **meta,
         },
     )

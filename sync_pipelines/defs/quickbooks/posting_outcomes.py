@@ -55,38 +55,38 @@ def _json_rows(frame: pd.DataFrame) -> list[dict]:
     return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def report_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome]) -> tuple[pd.DataFrame, dict]:
-    """(outcomes frame, metadata) of a posting step; raises to fail or retry it (module docs)."""
-    frame = pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
-    counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
-    for o in outcomes:
-        if o.outcome == HELD:
-            context.log.warning(f"HELD {o.key}: {'; '.join(o.reasons)}")
-        if o.drift is not None:
-            context.log.warning(f"DRIFT {o.key}: {o.drift.summary()}")
-    # A held invoice is never half-posted, but it is also not billed: someone must act.
+def alert_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome]) -> None:
+    """Log and alert held invoices and drift (never half-posted, but someone must act)."""
+    # One log line per kind (each line is an event the instance stores: a month-end posts many).
+    lines = [f"HELD {o.key}: {'; '.join(o.reasons)}" for o in outcomes if o.outcome == HELD]
+    lines += [f"DRIFT {o.key}: {o.drift.summary()}" for o in outcomes if o.drift is not None]
+    if lines:
+        context.log.warning("\n".join(lines))
     held = [alert_messages.problem_of_outcome(o) for o in outcomes if o.outcome == HELD and o.drift is None]
     if held:
         send(alert_messages.invoices_held(held, context.run.run_id))
     drifted = [alert_messages.problem_of_outcome(o) for o in outcomes if o.drift is not None]
     if drifted:
         send(alert_messages.invoices_drifted(drifted, context.run.run_id))
-    failed = [o for o in outcomes if o.outcome == FAILED]
-    if failed:
-        # QuickBooks stayed unavailable through the connector's retries: fail the step so the
-        # retry policy (and then the operator) re-runs it; the ledger already knows each key.
-        if context.retry_number >= POSTING_RETRIES:
-            send(alert_messages.posting_failed([alert_messages.problem_of_outcome(o) for o in failed],
-                                               context.run.run_id))
-        raise dg.Failure(
-            description=f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
-            + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed),
-        )
+
+
+def alert_failed_on_last_attempt(context: dg.AssetExecutionContext, failed: Sequence[PostingOutcome]) -> None:
+    """The failed-posting alert, sent on the step's last attempt only (a retry that succeeds stays quiet)."""
+    if failed and context.retry_number >= POSTING_RETRIES:
+        send(alert_messages.posting_failed([alert_messages.problem_of_outcome(o) for o in failed], context.run.run_id))
+
+
+def failed_description(failed: Sequence[PostingOutcome]) -> str:
+    return (f"{len(failed)} invoice(s) could not be posted; re-run to finish: "
+            + "; ".join(f"{o.key}: {o.reasons[0] if o.reasons else 'error'}" for o in failed))
+
+
+def retry_while_busy(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome]) -> None:
+    """Another live run (the same month launched twice) holds a key's claim and is posting it
+    now: come back shortly and find it posted. A claim whose run is dead (failed, canceled, or
+    its process gone) is not busy: it was taken over already."""
     busy = [o for o in outcomes if o.outcome == "busy"]
     if busy:
-        # Another live run (the same month launched twice) holds the key's claim and is posting
-        # it now: come back shortly and find it posted. A claim whose run is dead (failed,
-        # canceled, or its process gone) is not busy: it was taken over already.
         why = "another run is posting " + ", ".join(o.key for o in busy) + " (it holds the ledger claim)"
         context.log.info(why + "; retrying shortly")
         # The cause is kept so that, once the retries run out, the failure (and its alert) says
@@ -94,7 +94,12 @@ def report_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[Postin
         raise dg.RetryRequested(max_retries=5, seconds_to_wait=10) from RuntimeError(
             why + "; if that run crashed, `sync-pipelines ledger replay KEY --release-claim`"
         )
-    metadata = {
+
+
+def outcomes_metadata(frame: pd.DataFrame, outcomes: Sequence[PostingOutcome]) -> dict:
+    """The metadata of a set of posting outcomes (one client-month's, or one deal's)."""
+    counts = frame["outcome"].value_counts().to_dict() if len(frame) else {}
+    return {
         "invoices": dg.MetadataValue.int(len(frame)),
         **{f"outcome_{k}": dg.MetadataValue.int(int(v)) for k, v in sorted(counts.items())},
         "posted_total": dg.MetadataValue.text(
@@ -105,4 +110,21 @@ def report_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[Postin
         # stored output, so `bill` reports what *its* run did from here.
         "outcomes": dg.MetadataValue.json(_json_rows(frame)),
     }
-    return frame, metadata
+
+
+def outcomes_frame(outcomes: Sequence[PostingOutcome]) -> pd.DataFrame:
+    return pd.DataFrame([o.as_row() for o in outcomes], columns=OUTCOME_COLUMNS)
+
+
+def report_outcomes(context: dg.AssetExecutionContext, outcomes: Sequence[PostingOutcome]) -> tuple[pd.DataFrame, dict]:
+    """(outcomes frame, metadata) of a posting step; raises to fail or retry it (module docs)."""
+    frame = outcomes_frame(outcomes)
+    alert_outcomes(context, outcomes)
+    failed = [o for o in outcomes if o.outcome == FAILED]
+    if failed:
+        # QuickBooks stayed unavailable through the connector's retries: fail the step so the
+        # retry policy (and then the operator) re-runs it; the ledger already knows each key.
+        alert_failed_on_last_attempt(context, failed)
+        raise dg.Failure(description=failed_description(failed))
+    retry_while_busy(context, outcomes)
+    return frame, outcomes_metadata(frame, outcomes)
