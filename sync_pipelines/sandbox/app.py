@@ -25,6 +25,7 @@ from .http import Req, Resp, iso_z, new_uuid, qbo_time
 from .limits import APIS, FaultConfig, RateLimits, SlidingWindow, parse_latency, retry_after_s
 from .state import SandboxState
 from .webhooks import WebhookSender
+from .limits import CallStats  # noqa: I001 - its own line: the import above is edited by other branches
 
 log = logging.getLogger("sync_pipelines.sandbox")
 
@@ -82,6 +83,9 @@ class Sandbox:
         self.faults: dict[str, FaultConfig] = {a: FaultConfig() for a in APIS}
         # (api, fault kind) -> how many were injected: what a chaos run reports
         self.faults_injected: Counter[tuple[str, str]] = Counter()
+        # What `GET /_sandbox/stats` reports: calls per API and endpoint, by status, and the most
+        # QuickBooks requests seen in flight at once per realm (benchmarks/month_end.py reads it).
+        self.stats = CallStats()
         self.webhook_sender = WebhookSender()
         self.persist()
 
@@ -278,12 +282,17 @@ class Sandbox:
         if not isinstance(body, dict):
             return Resp(400, {"error": "body must be a JSON object"})
         try:
+            if path == "/_sandbox/stats":
+                if req.method == "DELETE":
+                    self.stats.clear()
+                return Resp(200, self.stats.as_dict())
             if path == "/_sandbox/state" and req.method == "GET":
                 return Resp(200, self.st.dump_json().encode())
             if path == "/_sandbox/reset" and req.method == "POST":
                 with self.st.lock:
                     self.st.reset()
                 self.windows.clear()
+                self.stats.clear()
                 return Resp(200, {"reset": True}, mutated=True)
             if path == "/_sandbox/faults":
                 if req.method == "GET":
@@ -418,6 +427,7 @@ def create_app(sb: Sandbox) -> Starlette:
                 resp = sb.admin(req)
             else:
                 resp = await _serve_api(sb, api, req, extra_headers)
+                sb.stats.count(api, req.method, req.path, resp.status)
             payload = resp.body_bytes()
         except Exception:  # noqa: BLE001 - a sandbox bug must still answer in the API's own shape
             log.exception("sandbox: unhandled error on %s %s", req.method, req.path)
@@ -455,6 +465,7 @@ async def _serve_api(sb: Sandbox, api: str, req: Req, extra_headers: dict[str, s
             if limit is not None and n >= limit:
                 return sb.qbo_throttled()
             sb.in_flight[realm_key] = n + 1
+            sb.stats.in_flight(realm_key, n + 1)
     try:
         if realm_key is not None and sb.qbo_latency is not None:
             low, high = sb.qbo_latency

@@ -176,3 +176,60 @@ class FaultConfig:
                 return name[5:]
             x -= p
         return None
+
+
+def endpoint_name(api: str, method: str, path: str) -> str:
+    """The endpoint a call counts under: `POST invoice`, `POST batch`, `GET time_entries`,
+    `POST crm/v3/objects/deals/search` (ids and the realm left out)."""
+    parts = [p for p in path.split("/") if p]
+    if api == "quickbooks":
+        if parts[:1] == ["oauth2"]:
+            return f"{method} token"
+        tail = parts[3:4] if parts[:2] == ["v3", "company"] else parts[:1]
+        return f"{method} {(tail or ['?'])[0].lower()}"
+    if api == "harvest":
+        return f"{method} {parts[1] if len(parts) > 1 else '?'}"
+    kept = [p for p in parts[:6] if not p.isdigit()]
+    return f"{method} {'/'.join(kept)}"
+
+
+class CallStats:
+    """API calls served, per API, endpoint and status class; and the QuickBooks in-flight peak."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.calls: collections.Counter[tuple[str, str, str]] = collections.Counter()
+            self.in_flight_peak: dict[str, int] = {}
+            # (api, endpoint) -> [first, last] call time (Unix seconds): how long posting kept QuickBooks busy
+            self.span: dict[tuple[str, str], list[float]] = {}
+            self.started = time.time()
+
+    def count(self, api: str, method: str, path: str, status: int) -> None:
+        kind = "throttled" if status == 429 else f"{status // 100}xx"
+        endpoint = endpoint_name(api, method, path)
+        now = time.time()
+        with self.lock:
+            self.calls[(api, endpoint, kind)] += 1
+            span = self.span.setdefault((api, endpoint), [now, now])
+            span[1] = now
+
+    def in_flight(self, realm: str, n: int) -> None:
+        with self.lock:
+            if n > self.in_flight_peak.get(realm, 0):
+                self.in_flight_peak[realm] = n
+
+    def as_dict(self) -> dict:
+        with self.lock:
+            per_api: dict[str, dict] = {}
+            for (api, endpoint, kind), n in sorted(self.calls.items()):
+                a = per_api.setdefault(api, {"calls": 0, "throttled": 0, "by_endpoint": {}})
+                a["calls"] += n
+                a["throttled"] += n if kind == "throttled" else 0
+                a["by_endpoint"].setdefault(endpoint, {})[kind] = n
+            for (api, endpoint), (first, last) in self.span.items():
+                per_api[api].setdefault("span", {})[endpoint] = [first, last]
+            return {"since": self.started, "apis": per_api, "qbo_in_flight_peak": dict(self.in_flight_peak)}
