@@ -27,7 +27,7 @@ def test_throttle_floor_stages_and_interval_union() -> None:
     bench = _bench()
     # 1,000 invoices: 34 batch calls at 40 a minute = 51 s; 1,000 customers as much again
     assert bench.floor_s(1000, 0) == 51.0 and bench.floor_s(1000, 1000) == 102.0 and bench.floor_s(31, 1) == 4.5
-    assert [bench.stage_of(k) for k in ("harvest_time_entries", "qbo_catalog", "price_client_month", "qbo_invoices",
+    assert [bench.stage_of(k) for k in ("harvest_time_entries", "qbo_catalog", "price_month_drafts", "qbo_invoices",
                                         "crm_write_back", "reconciliation_report")] == [
         "extraction", "extraction", "pricing", "posting", "write-back", "reports"]
     assert bench._union([(0, 2), (1, 3), (5, 6)]) == 4
