@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from sync_pipelines.ledger.call_budget import CallBudget, shared_call_budget
 from sync_pipelines.posting.drafts import posting_drafts
 from sync_pipelines.posting.invoices import post_drafts
 from sync_pipelines.sandbox import generate_fixture
-from sync_pipelines.serving import free_port, stop_process
+from sync_pipelines.serving import free_port, sandbox_env, stop_process
 from sync_pipelines_tests import _sandbox_month as sm
 
 PERIOD = "2026-10"
@@ -94,14 +93,9 @@ def _start_sandbox(fixture: Path, latency: str, log: Any) -> tuple[subprocess.Po
     proc = subprocess.Popen([sys.executable, "-m", "sync_pipelines.cli", "sandbox", "serve", "--fixture", str(fixture),
                              "--port", str(free_port()), "--latency", latency],
                             stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].strip().partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-        elif line.startswith("# sandbox ready"):
-            return proc, env
+    env = sandbox_env(proc)
+    if env is not None:
+        return proc, env
     raise SystemExit(f"the sandbox exited with status {proc.wait()} before it was ready")
 
 

@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sync_pipelines import money  # noqa: E402
-from sync_pipelines.serving import free_port, stop_process  # noqa: E402
+from sync_pipelines.serving import free_port, sandbox_env, stop_process  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SYNC = [str(BIN / "sync-pipelines")] if (BIN / "sync-pipelines").exists() else [sys.executable, "-m", "sync_pipelines.cli"]
@@ -207,14 +207,10 @@ class SandboxProcess:
 
     def _start(self, cmd: list[str], work: Path) -> bool:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr, text=True, cwd=work)
-        self.env = {}
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("export "):
-                name, value = line[len("export "):].rstrip("\n").split("=", 1)
-                self.env[name] = shlex.split(value)[0] if value else ""
-            if line.startswith("# sandbox ready"):
-                return "QBO_BASE_URL" in self.env
+        env = sandbox_env(self.proc)
+        self.env = env or {}
+        if env is not None:
+            return "QBO_BASE_URL" in env
         stop_process(self.proc)
         return False
 

@@ -46,7 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sync_pipelines.serving import free_port, stop_process  # noqa: E402
+from sync_pipelines.serving import free_port, sandbox_env, stop_process  # noqa: E402
 from sync_pipelines.webhooks.signatures import hubspot_v3_signature, intuit_signature  # noqa: E402
 
 # Benchmark-only secrets: the receiver must be configured, and nothing real is ever used here.
@@ -314,16 +314,9 @@ def _start_sandbox_process(fixture_path: Path, host: str, log: Any) -> tuple[sub
     proc = subprocess.Popen([sys.executable, "-m", "sync_pipelines.cli", "sandbox", "serve", "--fixture",
                              str(fixture_path), "--host", host, "--port", "0"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=log, text=True, start_new_session=True)
-    env: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("export "):
-            import shlex
-
-            name, _, value = line[len("export "):].strip().partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-        elif line.startswith("# sandbox ready"):
-            return proc, env
+    env = sandbox_env(proc)
+    if env is not None:
+        return proc, env
     raise SystemExit(f"the sandbox exited with status {proc.wait()} before it was ready")
 
 

@@ -106,3 +106,19 @@ class UvicornOnSocket:
         finally:
             self._sock.close()
             self._sock = None
+
+
+def sandbox_env(proc: subprocess.Popen) -> dict[str, str] | None:
+    """The environment a `sync-pipelines sandbox serve` child exports (its `export NAME=value`
+    lines), read from its stdout up to its `# sandbox ready` line; None if it exits before."""
+    import shlex
+
+    env: dict[str, str] = {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].strip().partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+        elif line.startswith("# sandbox ready"):
+            return env
+    return None

@@ -46,6 +46,15 @@ def _no_float(value: Any) -> Any:
     return value
 
 
+def _currency_code(v: str) -> str:
+    """An ISO 4217 code we know the minor unit of, upper-cased (else the validation error)."""
+    try:
+        money.minor_units(v)
+    except money.UnknownCurrencyError:
+        raise ValueError(f"unknown currency {v!r}") from None
+    return v.upper()
+
+
 def _within_qbo(value: Decimal) -> Decimal:
     # QuickBooks holds at most 10 digits before the decimal point ("max 15 digits in 10.5
     # format"): a rate, fee, cap or minimum beyond that cannot be invoiced (and is a typo).
@@ -197,13 +206,7 @@ class ClientRules(_Model):
     @field_validator("currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            money.minor_units(v)
-        except money.UnknownCurrencyError:
-            raise ValueError(f"unknown currency {v!r}") from None
-        return v.upper()
+        return None if v is None else _currency_code(v)
 
 
 class FirmTax(_Model):
@@ -233,13 +236,7 @@ class CompanyRules(_Model):
     @field_validator("home_currency")
     @classmethod
     def _currency(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            money.minor_units(v)
-        except money.UnknownCurrencyError:
-            raise ValueError(f"unknown currency {v!r}") from None
-        return v.upper()
+        return None if v is None else _currency_code(v)
 
 
 class Firm(_Model):
@@ -259,11 +256,7 @@ class Firm(_Model):
     @field_validator("home_currency")
     @classmethod
     def _currency(cls, v: str) -> str:
-        try:
-            money.minor_units(v)
-        except money.UnknownCurrencyError:
-            raise ValueError(f"unknown currency {v!r}") from None
-        return v.upper()
+        return _currency_code(v)
 
 
 class HubSpotSettings(_Model):

@@ -10,6 +10,16 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+#: Worker processes of the pool the concurrency tests share (the `pool` fixture, ledger/conftest.py).
+N_PROCS = 3
+
+
+def together(pool: Any, fn: Any, args_list: list[tuple]) -> list:
+    """Run ``fn(*args, start_at)`` for each args in the pool, all starting at one instant."""
+    start_at = time.time() + 0.5
+    futures = [pool.submit(fn, *args, start_at) for args in args_list]
+    return [f.result(timeout=120) for f in futures]
+
 
 def warm_up() -> None:
     import sync_pipelines.ledger  # noqa: F401  (pay the import once per worker)

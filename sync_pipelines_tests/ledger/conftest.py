@@ -3,13 +3,14 @@ a fresh PostgreSQL database (``postgres_url`` from the top-level conftest)."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import shutil
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
-
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,17 @@ import sqlalchemy as sa
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.ledger.schema import metadata
 from sync_pipelines_tests.conftest import fresh_database
+
+from . import _workers
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ProcessPoolExecutor]:
+    """A warm pool of spawned worker processes (``_workers``), shared by a module's tests."""
+    with ProcessPoolExecutor(max_workers=_workers.N_PROCS, mp_context=mp.get_context("spawn")) as ex:
+        for f in [ex.submit(_workers.warm_up) for _ in range(_workers.N_PROCS * 2)]:
+            f.result(timeout=120)
+        yield ex
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

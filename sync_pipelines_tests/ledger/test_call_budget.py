@@ -4,12 +4,8 @@ hold for all processes together, not for each one."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
-import pytest
 import sqlalchemy as sa
 
 from sync_pipelines.ledger import Ledger
@@ -19,21 +15,9 @@ from sync_pipelines.ledger.schema import qbo_call_slots
 from . import _workers
 
 REALM = "9130357"
-N_PROCS = 3
+N_PROCS = _workers.N_PROCS
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ProcessPoolExecutor]:
-    with ProcessPoolExecutor(max_workers=N_PROCS, mp_context=mp.get_context("spawn")) as ex:
-        for f in [ex.submit(_workers.warm_up) for _ in range(N_PROCS * 2)]:
-            f.result(timeout=120)
-        yield ex
-
-
-def _together(pool: ProcessPoolExecutor, fn, args_list: list[tuple]) -> list:
-    start_at = time.time() + 0.5
-    futures = [pool.submit(fn, *args, start_at) for args in args_list]
-    return [f.result(timeout=120) for f in futures]
 
 
 def _slots(url: str, kind: str = "call") -> list[tuple[int, int | None]]:
@@ -49,26 +33,26 @@ def _slots(url: str, kind: str = "call") -> list[tuple[int, int | None]]:
 
 def test_the_per_minute_budget_is_shared_by_every_process(migrated_url: str, pool: ProcessPoolExecutor) -> None:
     limits = {"per_minute": 7, "per_second": 1000}
-    taken = _together(pool, _workers.take_budget_slots, [(migrated_url, REALM, "call", 7, limits)] * N_PROCS)
+    taken = _workers.together(pool, _workers.take_budget_slots, [(migrated_url, REALM, "call", 7, limits)] * N_PROCS)
     # Each process alone would have taken 7; together they share 7.
     assert sum(taken) == 7, taken
     assert len(_slots(migrated_url)) == 7
     # Another company's budget is its own.
-    other = _together(pool, _workers.take_budget_slots, [(migrated_url, "other-realm", "call", 3, limits)])
+    other = _workers.together(pool, _workers.take_budget_slots, [(migrated_url, "other-realm", "call", 3, limits)])
     assert other == [3]
 
 
 def test_batch_calls_have_their_own_40_a_minute_on_top(migrated_url: str, pool: ProcessPoolExecutor) -> None:
     limits = {"batches_per_minute": 4, "per_minute": 1000, "per_second": 1000}
-    taken = _together(pool, _workers.take_budget_slots, [(migrated_url, REALM, "batch", 4, limits)] * 2)
+    taken = _workers.together(pool, _workers.take_budget_slots, [(migrated_url, REALM, "batch", 4, limits)] * 2)
     assert sum(taken) == 4, taken
     # Plain calls are not held by the spent batch budget.
-    assert _together(pool, _workers.take_budget_slots, [(migrated_url, REALM, "call", 3, limits)]) == [3]
+    assert _workers.together(pool, _workers.take_budget_slots, [(migrated_url, REALM, "call", 3, limits)]) == [3]
 
 
 def test_in_flight_cap_holds_across_processes(migrated_url: str, pool: ProcessPoolExecutor) -> None:
     limits = {"in_flight": 2, "per_minute": 1000, "per_second": 1000}
-    seen = _together(pool, _workers.hold_budget_slots, [(migrated_url, REALM, 4, 0.05, limits)] * N_PROCS)
+    seen = _workers.together(pool, _workers.hold_budget_slots, [(migrated_url, REALM, 4, 0.05, limits)] * N_PROCS)
     flat = [n for per in seen for n in per]
     assert len(flat) == 4 * N_PROCS
     assert max(flat) <= 2, seen
@@ -83,7 +67,7 @@ def test_in_flight_cap_holds_across_processes(migrated_url: str, pool: ProcessPo
 
 
 def test_a_429_pauses_every_process(migrated_url: str, pool: ProcessPoolExecutor) -> None:
-    _together(pool, _workers.pause_budget, [(migrated_url, REALM, 30.0)])
+    _workers.together(pool, _workers.pause_budget, [(migrated_url, REALM, 30.0)])
     ledger = Ledger(migrated_url)
     try:
         slot, wait = CallBudget(ledger, REALM)._try_take("call")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -16,22 +13,10 @@ from sync_pipelines.ledger import Ledger, TokenSet
 from . import _workers
 from .conftest import draft
 
-N_PROCS = 3
+N_PROCS = _workers.N_PROCS
 N_KEYS = 12
 
 
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ProcessPoolExecutor]:
-    with ProcessPoolExecutor(max_workers=N_PROCS, mp_context=mp.get_context("spawn")) as ex:
-        for f in [ex.submit(_workers.warm_up) for _ in range(N_PROCS * 2)]:
-            f.result(timeout=120)
-        yield ex
-
-
-def _together(pool: ProcessPoolExecutor, fn, args_list: list[tuple]) -> list:
-    start_at = time.time() + 0.5
-    futures = [pool.submit(fn, *args, start_at) for args in args_list]
-    return [f.result(timeout=120) for f in futures]
 
 
 def test_racing_begin_posting_gives_exactly_one_post(migrated_url: str, pool: ProcessPoolExecutor) -> None:
@@ -39,7 +24,7 @@ def test_racing_begin_posting_gives_exactly_one_post(migrated_url: str, pool: Pr
     ledger = Ledger(ledger_url)
     try:
         drafts = [draft(client=f"c{i}", entries=[(10_000 + i, 100)]) for i in range(N_KEYS)]
-        results = [item for out in _together(pool, _workers.race_begin, [(ledger_url, drafts)] * N_PROCS) for item in out]
+        results = [item for out in _workers.together(pool, _workers.race_begin, [(ledger_url, drafts)] * N_PROCS) for item in out]
         assert len(results) == N_PROCS * N_KEYS
         per_key: dict[str, Counter] = {}
         for key, action in results:
@@ -62,7 +47,7 @@ def test_token_refresh_is_single_flight_across_processes(migrated_url: str, pool
             TokenSet(refresh_token="RT-original-0001", access_token="AT-expired-0001",
                      access_expires_at=datetime.now(timezone.utc) - timedelta(minutes=5)),
         )
-        results = _together(pool, _workers.refresh_once, [(ledger_url, realm, "p1"), (ledger_url, realm, "p2")])
+        results = _workers.together(pool, _workers.refresh_once, [(ledger_url, realm, "p1"), (ledger_url, realm, "p2")])
         assert Counter(kind for _, kind, _ in results) == Counter({"refreshed": 1, "reused": 1}), results
         tokens = {tok for _, _, tok in results}
         assert len(tokens) == 1  # the waiter read the token the refresher saved
@@ -79,7 +64,7 @@ def test_concurrent_migrate(ledger_url: str, pool: ProcessPoolExecutor) -> None:
         head = probe.head_revision()  # from the migration scripts; the database is still empty
     finally:
         probe.dispose()
-    assert _together(pool, _workers.migrate_worker, [(ledger_url,), (ledger_url,)]) == [head] * 2
+    assert _workers.together(pool, _workers.migrate_worker, [(ledger_url,), (ledger_url,)]) == [head] * 2
 
 
 def test_sqlite_write_transactions_take_the_lock_up_front(tmp_path) -> None:
