@@ -19,6 +19,11 @@ DEFAULTS: dict[str, str] = {
     "QBO_TOKEN_URL": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
     # where `sync-pipelines qbo connect` sends the user to consent (Intuit's authorize endpoint)
     "QBO_AUTHORIZE_URL": "https://appcenter.intuit.com/connect/oauth2",
+    # Invoices per QuickBooks batch call (Intuit's maximum is 30) and batch calls in the air at
+    # once per company (its limit is 10 requests in flight); lower them for a company that
+    # another integration also posts to.
+    "QBO_BATCH_SIZE": "30",
+    "QBO_BATCHES_IN_FLIGHT": "3",
 }
 
 # Secrets: only ever handed to dg.EnvVar, never read into metadata or logs.
@@ -42,6 +47,18 @@ def setting(name: str) -> str:
     if name in DEFAULTS:
         return DEFAULTS[name]
     raise KeyError(f"{name} has no default; set it in the environment (see README, Configuration)")
+
+
+def int_setting(name: str, low: int, high: int) -> int:
+    """A whole-number setting within [low, high]; anything else is an error naming the variable."""
+    value = setting(name)
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise ValueError(f"{name}={value!r}: expected a whole number from {low} to {high}")
+    return number
 
 
 def dagster_home() -> Path:

@@ -4,13 +4,14 @@ every item's ledger row before its batch, per-item faults item by item, lost bat
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from sync_pipelines import money
+from sync_pipelines import money, stopping
 from sync_pipelines.connectors.factory import quickbooks_from_env
 from sync_pipelines.connectors.http import ApiUnavailable, RetryPolicy
 from sync_pipelines.connectors.quickbooks import BATCH_MAX_ITEMS
@@ -212,3 +213,31 @@ def test_a_batch_item_fault_becomes_the_error_a_single_call_raises(fault, kind) 
     assert type(error).__name__ == kind
     assert error.code == fault["Error"][0]["code"] and error.trace_id == "tid-1"
     assert "/v3/company/9130/batch#abc" in str(error)
+
+
+class StopsDuringFirstInvoiceBatch(Recording):
+    """The operator's SIGTERM arrives while the first invoice batch is with QuickBooks."""
+
+    def batch(self, items: list[dict[str, Any]], request_id: str | None = None) -> dict[str, Any]:
+        if any("Invoice" in item for item in items):
+            stopping.request(signal.SIGTERM)
+        return super().batch(items, request_id)
+
+
+def test_a_stop_request_finishes_the_batch_in_progress_and_starts_no_other(world: World) -> None:
+    stopping.reset()
+    try:
+        with quickbooks_from_env(world.ledger.tokens, world.env, audit=world.ledger, retry=RetryPolicy.fast()) as qbo:
+            rec = StopsDuringFirstInvoiceBatch(qbo, world.ledger, [d.key for d in world.drafts])
+            outcomes = post_drafts(world.drafts, qbo=rec, ledger=world.ledger, home_currency="USD", concurrency=1)
+    finally:
+        stopping.reset()
+    kinds = Counter(o.outcome for o in outcomes)
+    # the batch in the air when the stop came is finished and recorded; nothing else was sent
+    assert kinds == {"posted": BATCH_MAX_ITEMS, "stopped": len(world.drafts) - BATCH_MAX_ITEMS}, kinds
+    assert [n for kind, n in rec.batches if kind == "Invoice"] == [BATCH_MAX_ITEMS]
+    assert all(r.startswith("not attempted: the run was stopped (SIGTERM)")
+               for o in outcomes if o.outcome == "stopped" for r in o.reasons)
+    # nothing half-done: the stopped drafts have no ledger row, the posted ones are in QuickBooks once
+    assert all(world.ledger.get_invoice(o.key) is None for o in outcomes if o.outcome == "stopped")
+    assert sum(_invoices_by_doc(world).values()) == BATCH_MAX_ITEMS == len(_invoices_by_doc(world))

@@ -31,8 +31,11 @@ def _month(tmp_path: Path, clients: int, entries: int, seed: int) -> tuple[dict,
 
 
 def _env(sandbox: SandboxServer, rules: Path, home: Path) -> dict[str, str]:
-    """`bill`'s environment: the sandbox, the rules, the default SQLite ledger under `home`."""
-    env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home)}
+    """`bill`'s environment: the sandbox, the rules, the default SQLite ledger under `home`.
+    The month's 3 invoices go one per call, one call at a time, so a stop lands between them (as
+    it lands between batches in a month of more invoices than 3 batches of 30: test_batch_posting.py)."""
+    env = {**os.environ, **sandbox.env(), "SYNC_RULES_FILE": str(rules), "DAGSTER_HOME": str(home),
+           "QBO_BATCH_SIZE": "1", "QBO_BATCHES_IN_FLIGHT": "1"}
     env.pop("SYNC_DATABASE_URL", None)
     env.pop("SYNC_OUTPUT_DIR", None)
     return env

@@ -209,3 +209,17 @@ def test_dagster_cli_validates_the_workspace(no_secrets: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_posting_batch_settings_are_read_and_checked(monkeypatch) -> None:
+    from sync_pipelines import config
+    from sync_pipelines.defs.resources import build_resources
+
+    monkeypatch.setenv("QBO_BATCH_SIZE", "12")
+    monkeypatch.setenv("QBO_BATCHES_IN_FLIGHT", "2")
+    qbo = build_resources()["quickbooks"]
+    assert (qbo.batch_size, qbo.batches_in_flight) == (12, 2)
+    for bad in ("31", "0", "thirty"):  # QuickBooks takes at most 30 items a batch
+        monkeypatch.setenv("QBO_BATCH_SIZE", bad)
+        with pytest.raises(ValueError, match=rf"QBO_BATCH_SIZE='{bad}': expected a whole number from 1 to 30"):
+            config.int_setting("QBO_BATCH_SIZE", 1, 30)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 
 import dagster as dg
+from pydantic import Field
 
 from sync_pipelines import config
 from sync_pipelines.billing.rules import RulesFile, load_rules
@@ -149,6 +150,10 @@ class QuickBooksResource(dg.ConfigurableResource):
     refresh_token: str
     timeout_seconds: float = 60.0
     ledger: LedgerResource
+    # Posting: invoices per batch call (QuickBooks takes at most 30) and batch calls in the air
+    # per company (QuickBooks allows 10 requests in flight; lookups need some of them).
+    batch_size: int = Field(default=30, ge=1, le=30)
+    batches_in_flight: int = Field(default=3, ge=1, le=10)
 
     @contextmanager
     def client(self, realm_id: str | None = None) -> Iterator[QuickBooksClient]:
@@ -205,6 +210,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             client_secret=dg.EnvVar("QBO_CLIENT_SECRET"),
             refresh_token=dg.EnvVar("QBO_REFRESH_TOKEN"),
             ledger=ledger,
+            batch_size=config.int_setting("QBO_BATCH_SIZE", 1, 30),
+            batches_in_flight=config.int_setting("QBO_BATCHES_IN_FLIGHT", 1, 10),
         ),
     }
 

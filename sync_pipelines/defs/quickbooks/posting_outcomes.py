@@ -50,6 +50,7 @@ def post_document(context: dg.AssetExecutionContext, document: dict, quickbooks,
             with quickbooks.company_client(batch.realm_id) as client:
                 outcomes += post_drafts(batch.drafts, qbo=client, ledger=ledger_db,
                                         home_currency=batch.home_currency,
+                                        batch_size=quickbooks.batch_size, concurrency=quickbooks.batches_in_flight,
                                         claimant=context.run.run_id,
                                         claimant_alive=lambda run_id: run_is_alive(context.instance, run_id))
         except QboReconnectRequired as exc:
