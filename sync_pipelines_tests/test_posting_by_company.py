@@ -38,6 +38,7 @@ class FakeQuickBooks:
     def __init__(self, refusing: set[str]):
         self.refusing = refusing
         self.realm_id = US
+        self.batch_size, self.batches_in_flight = 30, 3  # QuickBooksResource's defaults
 
     @contextmanager
     def company_client(self, realm_id=None):
