@@ -49,7 +49,8 @@ class FakeQuickBooks:
 def posted(monkeypatch):
     calls, alerts = [], []
 
-    def fake_post(drafts, *, qbo, ledger, home_currency, claimant=None, claimant_alive=None):
+    def fake_post(drafts, *, qbo, ledger, home_currency, claimant=None, claimant_alive=None, batch_size, concurrency):
+        assert (batch_size, concurrency) == (30, 3)  # the resource's posting settings reach post_drafts
         if qbo.refusing:
             raise QboReconnectRequired(qbo.realm_id, "/oauth2/v1/tokens/bearer")
         calls.append((qbo.realm_id, home_currency, [d.client_key for d in drafts]))
