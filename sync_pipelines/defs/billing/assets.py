@@ -201,11 +201,11 @@ def price_month_drafts(
     # Time dated after today (in the firm's timezone) is excluded: it cannot have been spent yet.
     today = datetime.now(ZoneInfo(rules.firm.timezone)).date()
     results = price_month_by_company(rules, period, harvest_time_entries, hubspot_deals, qbo_catalog,
-                                     {key: c for key, c in companies.items() if groups.get(key)}, histories,
+                                     {key: c for key, c in companies.items() if key in groups}, histories,
                                      [ck for ck in client_keys if ck not in unpriced],
                                      line_items=hubspot_deal_line_items, today=today)
-    if not results:
-        raise dg.Failure(description="no client could be priced: " + (next(iter(unpriced.values()), "no clients")))
+    if not results:  # every company the rules bill from was unreadable
+        raise dg.Failure(description="no client could be priced: " + next(iter(unpriced.values())))
     result = _MonthResult.of(results)
 
     entries = result.entries[ENTRY_REPORT_COLUMNS].reset_index(drop=True)
