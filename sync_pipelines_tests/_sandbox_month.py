@@ -168,3 +168,20 @@ def point_env_at(monkeypatch: Any, sandbox: Any, home: Any, rules_path: Any) -> 
     monkeypatch.setenv("SYNC_RULES_FILE", str(rules_path))
     monkeypatch.delenv("SYNC_DATABASE_URL", raising=False)
     monkeypatch.delenv("SYNC_OUTPUT_DIR", raising=False)
+
+
+@contextmanager
+def served_month(tmp_path: Path, monkeypatch: Any, *, clients: int, entries: int, seed: int,
+                 month: str) -> Iterator[tuple[Any, Path, Path]]:
+    """A generated month served by the sandbox, the product's environment pointed at it (a fresh
+    DAGSTER_HOME, the generated rules file): ``(sandbox, home, rules path)``."""
+    from sync_pipelines.sandbox import SandboxServer, generate_fixture
+
+    fixture, rules_yaml = generate_fixture(clients=clients, entries=entries, seed=seed, month=month)
+    home = tmp_path / "home"
+    home.mkdir()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_yaml)
+    with SandboxServer(fixture) as sandbox:
+        point_env_at(monkeypatch, sandbox, home, rules)
+        yield sandbox, home, rules

@@ -17,8 +17,7 @@ from sync_pipelines.commands import billing_runs
 from sync_pipelines.commands.billing_runs import EXIT_FAILED, bill_month, print_run
 from sync_pipelines.ledger import Ledger
 from sync_pipelines.run_errors import step_errors
-from sync_pipelines.sandbox import SandboxServer, generate_fixture
-from sync_pipelines_tests._sandbox_month import point_env_at
+from sync_pipelines_tests._sandbox_month import served_month
 
 PERIOD = "2026-10"
 
@@ -40,13 +39,7 @@ def test_step_errors_skips_events_that_are_not_step_failures() -> None:
 
 @pytest.fixture
 def month(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    fixture, rules_yaml = generate_fixture(clients=4, entries=120, seed=13, month=PERIOD)
-    home = tmp_path / "home"
-    home.mkdir()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_yaml)
-    with SandboxServer(fixture) as sandbox:
-        point_env_at(monkeypatch, sandbox, home, rules)
+    with served_month(tmp_path, monkeypatch, clients=4, entries=120, seed=13, month=PERIOD) as (sandbox, home, _):
         yield sandbox, home
 
 

@@ -17,8 +17,7 @@ import dagster as dg
 import pytest
 
 from sync_pipelines.commands.billing_runs import EXIT_FAILED, EXIT_OK, bill_month
-from sync_pipelines.sandbox import SandboxServer, generate_fixture
-from sync_pipelines_tests._sandbox_month import point_env_at, qbo_invoices
+from sync_pipelines_tests._sandbox_month import qbo_invoices, served_month
 
 PERIOD = "2026-10"
 REPO = Path(__file__).resolve().parent.parent
@@ -26,14 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def month(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    fixture, rules_yaml = generate_fixture(clients=6, entries=240, seed=29, month=PERIOD)
-    home = tmp_path / "home"
-    home.mkdir()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_yaml)
-    with SandboxServer(fixture) as sandbox:
-        point_env_at(monkeypatch, sandbox, home, rules)
-        yield sandbox, home, rules
+    with served_month(tmp_path, monkeypatch, clients=6, entries=240, seed=29, month=PERIOD) as served:
+        yield served
 
 
 def _defs() -> dg.Definitions:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -128,6 +129,16 @@ class Qbo:
             return httpx.post(f"{self.base}/query", params={"minorversion": "75"}, content=sql.encode(),
                               headers=self.headers("application/text"))
         return httpx.get(f"{self.base}/query", params={"query": sql, "minorversion": "75"}, headers=self.headers())
+
+    def burst(self, n: int) -> list[httpx.Response]:
+        """`n` GET queries sent at once (for the in-flight limits)."""
+        async def send() -> list[httpx.Response]:
+            async with httpx.AsyncClient() as c:
+                return await asyncio.gather(*[
+                    c.get(f"{self.base}/query", params={"query": "select * from Item"}, headers=self.headers())
+                    for _ in range(n)])
+
+        return asyncio.run(send())
 
 
 def body(r: httpx.Response):

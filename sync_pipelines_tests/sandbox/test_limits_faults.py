@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 
 import httpx
 
@@ -46,12 +45,7 @@ def test_qbo_in_flight_limit_with_latency():
         q = Qbo(sb)
         sb.set_faults("quickbooks", latency_ms=300)
 
-        async def burst():
-            async with httpx.AsyncClient() as c:
-                return await asyncio.gather(*[
-                    c.get(f"{q.base}/query", params={"query": "select * from Item"}, headers=q.headers()) for _ in range(4)])
-
-        codes = sorted(r.status_code for r in asyncio.run(burst()))
+        codes = sorted(r.status_code for r in q.burst(4))
         assert codes.count(429) >= 1 and codes.count(200) >= 2
 
 
